@@ -1,0 +1,2 @@
+"""Data: importing this registers the datasets."""
+from . import datasets  # noqa: F401
