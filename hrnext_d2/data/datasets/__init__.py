@@ -1,4 +1,5 @@
 """Registered on import; see the modules in this folder."""
+from . import synthetic  # noqa: F401  (synthetic_crowd_train / synthetic_crowd_val)
 from . import keypoint_metadata  # noqa: F401  (names, flip maps, skeletons, sigmas)
 from . import coco  # noqa: F401  (COCO-format loader; top-down metadata on Detectron2's COCO keypoints)
 from . import register  # noqa: F401  (register_topdown_keypoint_dataset)
