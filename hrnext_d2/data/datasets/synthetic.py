@@ -39,6 +39,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .coco import load_topdown_coco_json
 from .keypoint_metadata import get_coco_keypoint_metadata
+from .register import TOPDOWN_EVALUATOR_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -537,16 +538,21 @@ def load_synthetic_crowd(spec: SyntheticCrowdSpec, root: Optional[str] = None, d
 
 
 def register_synthetic_crowd(name: str, spec: SyntheticCrowdSpec, root: Optional[str] = None) -> None:
-    """Registers a split in DatasetCatalog (lazy generation) and MetadataCatalog (COCO keypoints)."""
+    """Registers a split in DatasetCatalog (lazy generation) and MetadataCatalog (COCO keypoints).
+
+    The metadata is what `register_topdown_keypoint_dataset` sets; only the loader differs (it
+    generates the split on first use).
+    """
     root = root or _default_root()  # fixed now, like Detectron2's builtin datasets
     final = synthetic_crowd_split_dir(spec, root)
     DatasetCatalog.register(name, lambda: load_synthetic_crowd(spec, root, name))
     MetadataCatalog.get(name).set(
         json_file=os.path.join(final, "annotations.json"),
         image_root=os.path.join(final, "images"),
-        evaluator_type="topdown_keypoints",
+        evaluator_type=TOPDOWN_EVALUATOR_TYPE,
         keypoint_protocol="coco",
         test_box_source="gt",
+        thing_classes=["person"],
         **get_coco_keypoint_metadata(),
     )
 
