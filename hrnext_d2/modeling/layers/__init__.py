@@ -1,1 +1,22 @@
-"""Registered on import; see the modules in this folder."""
+"""Building blocks of HRNeXt: dynamic convolution, space-to-batch dilated depthwise convolution,
+drop path, channels-last LayerNorm, and the folded inference forms."""
+from .dilated_depthwise import dilated_depthwise_conv2d
+from .drop_path import DropPath
+from .dynamic_conv import DConv, DynamicKernelAggregation, KernelAggregation, KernelAttention
+from .fused import FusedInferenceMixin, clear_all_fused_caches
+from .norm import ChannelsLastLayerNorm, fold_conv_norm, is_foldable_norm, norm_scale_shift
+
+__all__ = [
+    "dilated_depthwise_conv2d",
+    "DropPath",
+    "DConv",
+    "DynamicKernelAggregation",
+    "KernelAggregation",
+    "KernelAttention",
+    "FusedInferenceMixin",
+    "clear_all_fused_caches",
+    "ChannelsLastLayerNorm",
+    "fold_conv_norm",
+    "is_foldable_norm",
+    "norm_scale_shift",
+]

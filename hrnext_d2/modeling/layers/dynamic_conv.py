@@ -1,0 +1,200 @@
+"""Dynamic convolution of HRNeXt: per-sample kernels mixed from a bank of K kernels.
+
+Names mirror the official modules (`DConv.conv` = `DynamicKernelAggregation` with `attention` and
+`aggregation`, or a plain nn.Conv2d when K == 1), so official checkpoints load by name.
+
+Two formulations of the same function:
+- reference: the batch folded into the groups of one grouped convolution (as the official code);
+- fast (`fast_ops`): a 1x1 dynamic conv as a batched matmul on the per-sample kernels.
+and a folded inference form (`DConv.fold` / `DConv.apply_folded`) in which the BatchNorm after the
+conv, an optional multiplier (layer scale) and an optional per-channel affine map on the input (a
+BatchNorm before a 1x1 conv) are folded into the kernel bank and the attention branch.
+"""
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import get_norm
+from detectron2.utils import comm
+from torch import nn
+
+from .norm import norm_scale_shift
+
+
+class KernelAttention(nn.Module):
+    """K sigmoid weights per sample: global average pool, 1x1 conv (C -> C/4, or -> K for RGB input),
+    norm, GELU, 1x1 conv with bias (-> K)."""
+
+    def __init__(self, channels: int, num_kernels: int, norm: str = "BN", reduction: int = 4):
+        super().__init__()
+        mid = channels // reduction if channels != 3 else num_kernels
+        self.conv1 = nn.Conv2d(channels, mid, 1, bias=False)
+        self.norm = get_norm(norm, mid)
+        self.conv2 = nn.Conv2d(mid, num_kernels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1 and isinstance(self.norm, nn.modules.batchnorm._BatchNorm) \
+                and comm.get_world_size() == 1:
+            raise ValueError(
+                "HRNeXt dynamic-kernel attention applies BatchNorm to pooled (B, C, 1, 1) features, so "
+                "training needs at least 2 samples per process (got batch size 1). Use a larger batch, "
+                "synchronised BN across processes, or eval mode."
+            )
+        a = F.adaptive_avg_pool2d(x, 1)
+        a = F.gelu(self.norm(self.conv1(a)))
+        a = self.conv2(a).view(x.shape[0], -1)
+        return torch.sigmoid(a)
+
+    def fold(self, in_affine: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Eval-mode linear maps of the attention: pooled (B, C) -> (B, K); `in_affine` = (a, c) when the
+        input is x * a + c of the tensor actually passed."""
+        w1 = self.conv1.weight.flatten(1)
+        b1 = torch.zeros(w1.shape[0], dtype=w1.dtype, device=w1.device)
+        if in_affine is not None:
+            a, c = in_affine
+            b1 = w1 @ c
+            w1 = w1 * a
+        s, t = norm_scale_shift(self.norm)
+        return {"w1": w1 * s[:, None], "b1": b1 * s + t, "w2": self.conv2.weight.flatten(1),
+                "b2": self.conv2.bias}
+
+    @staticmethod
+    def apply_folded(x: torch.Tensor, f: Dict[str, torch.Tensor]) -> torch.Tensor:
+        pooled = x.mean((2, 3))
+        h = F.gelu(torch.addmm(f["b1"], pooled, f["w1"].t()))
+        return torch.sigmoid(torch.addmm(f["b2"], h, f["w2"].t()))
+
+
+class KernelAggregation(nn.Module):
+    """The kernel bank `weight` [K, out, in/groups, k, k] (no bias, as every HRNeXt dynamic conv) and
+    the convolution with the attention-weighted kernel of each sample."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, dilation: int = 1, groups: int = 1, num_kernels: int = 4):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.groups, self.num_kernels = dilation, groups, num_kernels
+        self.weight = nn.Parameter(
+            torch.empty(num_kernels, out_channels, in_channels // groups, kernel_size, kernel_size))
+        self.fast_ops = True
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Kaiming-uniform per kernel of the bank (the reference's init; gain sqrt(2), fan_in).
+        for i in range(self.num_kernels):
+            nn.init.kaiming_uniform_(self.weight.data[i])
+
+    @property
+    def is_pointwise(self) -> bool:
+        return self.kernel_size == 1 and self.groups == 1 and self.stride == 1 and self.padding == 0
+
+    def forward(self, x: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        return self.convolve(x, attention, self.weight, None, self.fast_ops)
+
+    def convolve(self, x: torch.Tensor, attention: torch.Tensor, bank: torch.Tensor,
+                 bias: Optional[torch.Tensor], fast: bool) -> torch.Tensor:
+        """Convolve sample b of `x` with sum_k attention[b, k] * bank[k] (+ bias: (out,) or (B, out))."""
+        B, C, H, W = x.shape
+        K = self.num_kernels
+        kernels = torch.mm(attention, bank.reshape(K, -1))
+        if fast and self.is_pointwise:
+            kernels = kernels.view(B, self.out_channels, self.in_channels)
+            xf = x.reshape(B, C, H * W)
+            if bias is None:
+                y = torch.bmm(kernels, xf)
+            else:
+                y = torch.baddbmm(bias.view(-1, self.out_channels, 1), kernels, xf)
+            return y.view(B, self.out_channels, H, W)
+        kernels = kernels.view(B * self.out_channels, self.in_channels // self.groups,
+                               self.kernel_size, self.kernel_size)
+        if bias is not None:
+            bias = bias.expand(B, self.out_channels).reshape(-1)
+        y = F.conv2d(x.reshape(1, B * C, H, W), kernels, bias, self.stride, self.padding,
+                     self.dilation, self.groups * B)
+        return y.view(B, self.out_channels, y.shape[-2], y.shape[-1])
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
+                f"num_kernels={self.num_kernels}")
+
+
+class DynamicKernelAggregation(nn.Module):
+    """Dynamic convolution = kernel attention on the input + the aggregated per-sample convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, dilation: int = 1, groups: int = 1, num_kernels: int = 4,
+                 norm: str = "BN"):
+        super().__init__()
+        if in_channels % groups:
+            raise ValueError(f"in_channels {in_channels} is not divisible by groups {groups}")
+        self.attention = KernelAttention(in_channels, num_kernels=num_kernels, norm=norm)
+        self.aggregation = KernelAggregation(in_channels, out_channels, kernel_size, stride, padding,
+                                             dilation, groups, num_kernels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aggregation(x, self.attention(x))
+
+
+class DConv(nn.Module):
+    """A convolution whose kernel is dynamic (K > 1 kernels) or static (K == 1: plain nn.Conv2d)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int = 0, groups: int = 1, num_kernels: int = 1, norm: str = "BN"):
+        super().__init__()
+        self.num_kernels = int(num_kernels)
+        if self.num_kernels > 1:
+            self.conv = DynamicKernelAggregation(in_channels, out_channels, kernel_size, stride, padding,
+                                                 1, groups, self.num_kernels, norm)
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, 1, groups,
+                                  bias=False)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self.num_kernels > 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    def fold(self, out_norm: nn.Module, out_mult: Optional[torch.Tensor] = None,
+             in_affine: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Folded tensors of `out_mult * out_norm(conv(x * a + c))` with `in_affine` = (a, c) (1x1 only)."""
+        s, t = norm_scale_shift(out_norm)
+        if out_mult is not None:
+            s, t = s * out_mult, t * out_mult
+        if self.is_dynamic:
+            agg = self.conv.aggregation
+            bank = agg.weight
+            f = {"attention": self.conv.attention.fold(in_affine)}
+            if in_affine is not None:
+                if not agg.is_pointwise:
+                    raise ValueError("an input affine map folds only into a 1x1 convolution")
+                a, c = in_affine
+                f["bias_bank"] = torch.einsum("koi,i->ko", bank.flatten(2), c) * s
+                bank = bank * a.view(1, 1, -1, 1, 1)
+            f["bank"] = bank * s.view(1, -1, 1, 1, 1)
+            f["bias"] = t
+            return f
+        w = self.conv.weight
+        b = t
+        if in_affine is not None:
+            if w.shape[-1] != 1 or self.conv.padding != (0, 0):
+                raise ValueError("an input affine map folds only into a 1x1 convolution")
+            a, c = in_affine
+            b = t + s * (w.flatten(1) @ c)
+            w = w * a.view(1, -1, 1, 1)
+        return {"weight": w * s.view(-1, 1, 1, 1), "bias": b}
+
+    def apply_folded(self, x: torch.Tensor, f: Dict[str, torch.Tensor], fast: bool = True) -> torch.Tensor:
+        if self.is_dynamic:
+            agg = self.conv.aggregation
+            att = KernelAttention.apply_folded(x, f["attention"])
+            bias = f["bias"]
+            if "bias_bank" in f:
+                bias = torch.addmm(bias, att, f["bias_bank"])
+            return agg.convolve(x, att, f["bank"], bias, fast)
+        c = self.conv
+        return F.conv2d(x, f["weight"], f["bias"], c.stride, c.padding, c.dilation, c.groups)

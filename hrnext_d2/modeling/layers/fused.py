@@ -1,0 +1,73 @@
+"""Lazily computed, non-persistent inference forms (eval-mode BatchNorm and layer scales folded into
+convolutions).
+
+The state dict always holds the training form. A module with this mixin computes its folded tensors on
+the first eval forward and reuses them while none of its parameters or buffers changed: the cache key
+holds every source tensor's storage pointer, in-place version counter and dtype, so optimizer steps,
+`load_state_dict`, `.to()` / `.double()` all invalidate it; `train()` and state-dict loading also drop
+it explicitly. The folded form is never used in training mode or when gradients are needed.
+"""
+from typing import Any, Iterable, Sequence, Tuple
+
+import torch
+from torch import nn
+
+
+class FusedInferenceMixin:
+    """Mixin for nn.Modules: `self.fused_params()` returns `self._compute_fused()` cached (see above)."""
+
+    fuse_inference: bool = False
+
+    def _fold_source_modules(self) -> Sequence[nn.Module]:
+        """Modules whose parameters and buffers the folded form depends on (default: itself)."""
+        return (self,)  # type: ignore[return-value]
+
+    def _fold_sources(self) -> Iterable[torch.Tensor]:
+        for m in self._fold_source_modules():
+            yield from m.parameters()
+            yield from m.buffers()
+
+    def _compute_fused(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fused_key(self) -> Tuple:
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in self._fold_sources())
+
+    def fused_active(self) -> bool:
+        """Use the folded form now? Eval mode, enabled, and no gradient needed for the parameters."""
+        if not self.fuse_inference or self.training:  # type: ignore[attr-defined]
+            return False
+        if torch.is_grad_enabled():
+            for m in self._fold_source_modules():
+                for p in m.parameters():
+                    if p.requires_grad:
+                        return False
+        return True
+
+    def fused_params(self) -> Any:
+        key = self._fused_key()
+        cache = self.__dict__.get("_fused_cache")
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                value = self._compute_fused()
+            self.__dict__["_fused_cache"] = (key, value)
+            return value
+        return cache[1]
+
+    def clear_fused_cache(self) -> None:
+        self.__dict__.pop("_fused_cache", None)
+
+    def train(self, mode: bool = True):
+        self.clear_fused_cache()
+        return super().train(mode)  # type: ignore[misc]
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.clear_fused_cache()
+        return super()._load_from_state_dict(*args, **kwargs)  # type: ignore[misc]
+
+
+def clear_all_fused_caches(module: nn.Module) -> None:
+    """Drop the folded forms of `module` and all its submodules."""
+    for m in module.modules():
+        if isinstance(m, FusedInferenceMixin):
+            m.clear_fused_cache()
