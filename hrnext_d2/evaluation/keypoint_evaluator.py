@@ -74,7 +74,10 @@ class TopDownKeypointEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             if "instances" not in out:
                 continue
-            instances = _for_coco_json(out["instances"].to(self._cpu_device))
+            instances = out["instances"]
+            if _num_instances(instances) == 0:
+                continue
+            instances = _for_coco_json(instances.to(self._cpu_device))
             for res in instances_to_coco_json(instances, inp["image_id"]):
                 # Results as the official tools and mmpose write them (no box; category = contiguous
                 # id, mapped to the json's id in evaluate()).
@@ -144,12 +147,17 @@ class TopDownKeypointEvaluator(DatasetEvaluator):
         return {"keypoints": dict(results)}
 
 
+def _num_instances(instances: Instances) -> int:
+    try:
+        return len(instances)
+    except NotImplementedError:  # Instances without any field
+        return 0
+
+
 def _for_coco_json(instances: Instances) -> Instances:
     """A copy with what `instances_to_coco_json` reads; keypoints cloned (it shifts them in place)."""
     n = len(instances)
     out = Instances(instances.image_size)
-    if n == 0:
-        return out
     if not instances.has("pred_keypoints"):
         raise ValueError("TopDownKeypointEvaluator needs `pred_keypoints` (N, K, 3) in the model's instances")
     kpts = instances.pred_keypoints
