@@ -19,6 +19,7 @@ __all__ = [
     "refine_dark",
     "refine_dark_udp",
     "gaussian_blur",
+    "udp_blur",
     "flip_back",
     "combine_flip",
     "result_preds",
@@ -76,24 +77,45 @@ def refine_default(heatmaps: np.ndarray, preds: np.ndarray) -> np.ndarray:
     return out
 
 
+_BLUR_TILES_PER_CALL = 1024
+
+
+def _blur_tiles(tiles: np.ndarray, kernel: int) -> np.ndarray:
+    """cv2.GaussianBlur of each (h, w) tile of ``tiles`` (M, h, w) float32, with tiles stacked
+    vertically into one image per call. Callers pad every tile vertically by (kernel-1)/2 so no
+    output row reads another tile; as the row layout is unchanged, each output pixel is the same
+    float32 sum as a per-tile call (checked bit for bit against the per-channel loop)."""
+    m, h, w = tiles.shape
+    out = np.empty_like(tiles)
+    for start in range(0, m, _BLUR_TILES_PER_CALL):
+        chunk = np.ascontiguousarray(tiles[start : start + _BLUR_TILES_PER_CALL])
+        blurred = cv2.GaussianBlur(chunk.reshape(-1, w), (kernel, kernel), 0)
+        out[start : start + len(chunk)] = blurred.reshape(chunk.shape)
+    return out
+
+
+def _check_kernel(kernel: int) -> None:
+    if int(kernel) != kernel or kernel <= 0 or kernel % 2 != 1:
+        raise ValueError(f"DARK kernel must be a positive odd integer, got {kernel}")
+
+
 def gaussian_blur(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray:
     """mmpose ``_gaussian_blur``: cv2.GaussianBlur on each channel zero-padded by (kernel-1)/2, then
     rescaled so its max equals the original max (NaN for an all-zero channel; quirk 12). float32."""
-    if kernel % 2 != 1 or kernel <= 0:
-        raise ValueError(f"DARK kernel must be a positive odd integer, got {kernel}")
-    hm = np.array(heatmaps, dtype=np.float32, copy=True)
-    border = (kernel - 1) // 2
+    _check_kernel(kernel)
+    hm = np.asarray(heatmaps, dtype=np.float32)
     n, k, h, w = hm.shape
-    dr = np.zeros((h + 2 * border, w + 2 * border), dtype=np.float32)
+    b = (kernel - 1) // 2
+    if b == 0:
+        return hm.copy()
+    padded = np.zeros((n * k, h + 2 * b, w + 2 * b), dtype=np.float32)
+    padded[:, b:-b, b:-b] = hm.reshape(n * k, h, w)
+    out = _blur_tiles(padded, kernel)[:, b:-b, b:-b].reshape(n, k, h, w)
+    origin_max = hm.reshape(n, k, -1).max(axis=-1)
+    blurred_max = out.reshape(n, k, -1).max(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(n):
-            for j in range(k):
-                origin_max = np.max(hm[i, j])
-                dr[border:-border, border:-border] = hm[i, j]
-                blurred = cv2.GaussianBlur(dr, (kernel, kernel), 0)
-                hm[i, j] = blurred[border:-border, border:-border]
-                hm[i, j] *= origin_max / np.max(hm[i, j])
-    return hm
+        out *= (origin_max / blurred_max)[..., None, None]  # float32 ratio, as mmpose's in-place *=
+    return out
 
 
 def refine_dark(heatmaps: np.ndarray, preds: np.ndarray, kernel: int = 11) -> np.ndarray:
@@ -141,23 +163,38 @@ def refine_dark(heatmaps: np.ndarray, preds: np.ndarray, kernel: int = 11) -> np
     return out
 
 
-def refine_dark_udp(heatmaps: np.ndarray, preds: np.ndarray, kernel: int = 11) -> np.ndarray:
-    """mmpose ``post_dark_udp`` (UDP decoding): in-place cv2.GaussianBlur (reflect-101 border), clip to
-    [0.001, 50], log, edge-pad by 1, one Newton step with Hessian + eps(float32) * I. float32 out."""
-    if kernel % 2 != 1 or kernel <= 0:
-        raise ValueError(f"DARK kernel must be a positive odd integer, got {kernel}")
+def udp_blur(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray:
+    """The blur of mmpose ``post_dark_udp``: cv2.GaussianBlur of each raw channel with cv2's default
+    reflect-101 border (no zero padding, no rescaling); float32 (N, K, H, W)."""
+    _check_kernel(kernel)
     hm = np.array(heatmaps, dtype=np.float32, copy=True)
     n, k, h, w = hm.shape
+    b = (kernel - 1) // 2
+    if 0 < b < h:
+        # Reflect-101 rows (cv2's default border) added by hand so the tiles can be stacked.
+        padded = np.pad(hm.reshape(n * k, h, w), ((0, 0), (b, b), (0, 0)), mode="reflect")
+        return _blur_tiles(padded, kernel)[:, b:-b].reshape(n, k, h, w)
     for i in range(n):
         for j in range(k):
             cv2.GaussianBlur(hm[i, j], (kernel, kernel), 0, hm[i, j])
+    return hm
+
+
+def refine_dark_udp(heatmaps: np.ndarray, preds: np.ndarray, kernel: int = 11) -> np.ndarray:
+    """mmpose ``post_dark_udp`` (UDP decoding): in-place cv2.GaussianBlur (reflect-101 border), clip to
+    [0.001, 50], log, edge-pad by 1, one Newton step with Hessian + eps(float32) * I. float32 out."""
+    hm = udp_blur(heatmaps, kernel)
+    n, k, h, w = hm.shape
     np.clip(hm, 0.001, 50, hm)
     np.log(hm, hm)
     pad = np.pad(hm, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge").reshape(-1)
     coords = np.array(preds, dtype=np.float32, copy=True)
-    index = coords[..., 0] + 1 + (coords[..., 1] + 1) * (w + 2)
-    index += (w + 2) * (h + 2) * np.arange(0, n * k).reshape(-1, k)
-    index = index.astype(int).reshape(-1, 1)
+    # mmpose sums this flat index in float32; integer arithmetic gives the same index while it is
+    # below 2**24 (about 5000 channels at 64x48) and stays right beyond.
+    px = coords[..., 0].astype(np.int64)
+    py = coords[..., 1].astype(np.int64)
+    index = px + 1 + (py + 1) * (w + 2) + (w + 2) * (h + 2) * np.arange(0, n * k).reshape(-1, k)
+    index = index.reshape(-1, 1)
     i_ = pad[index]
     ix1 = pad[index + 1]
     iy1 = pad[index + w + 2]
@@ -407,8 +444,9 @@ class HeatmapCodec:
     def decode(self, heatmaps: Any, centers: np.ndarray, scales: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """mmpose ``keypoints_from_heatmaps``: (N, K, H, W) -> image coordinates float32 (N, K, 2)
         (mmpose pixel-index convention) and maxvals float32 (N, K, 1)."""
-        coords, maxvals = self.decode_heatmap_coords(heatmaps)
-        n, _, h, w = np.shape(heatmaps)
+        hm = _to_numpy_f32(heatmaps)
+        coords, maxvals = self.decode_heatmap_coords(hm)
+        n, _, h, w = hm.shape
         c = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
         s = np.asarray(scales, dtype=np.float32).reshape(-1, 2)
         if len(c) != n or len(s) != n:

@@ -227,3 +227,30 @@ def test_bad_input_errors():
         codec.decode(np.zeros((2, 17, 64, 48)), np.zeros((1, 2)), np.ones((1, 2)))
     with pytest.raises(ValueError, match="flip pair"):
         flip_back(np.zeros((1, 3, 4, 4)), [[1, 5]])
+
+
+def test_stacked_blurs_match_per_channel_cv2():
+    """The blurs run on vertically stacked channels; each must equal mmpose's per-channel cv2 call."""
+    import cv2
+
+    from hrnext_d2.modeling.codecs import gaussian_blur, udp_blur
+
+    rng = np.random.default_rng(0)
+    hm = (rng.random((3, 17, 64, 48), dtype=np.float32) - 0.1).astype(np.float32)
+    hm[0, 0] = 0.0  # all-zero channel: 0/0 = NaN after rescaling, as mmpose
+    for kernel in (11, 17):
+        b = (kernel - 1) // 2
+        ref_dark = hm.copy()
+        ref_udp = hm.copy()
+        for i in range(3):
+            for j in range(17):
+                origin_max = np.max(hm[i, j])
+                dr = np.zeros((64 + 2 * b, 48 + 2 * b), dtype=np.float32)
+                dr[b:-b, b:-b] = hm[i, j]
+                dr = cv2.GaussianBlur(dr, (kernel, kernel), 0)
+                ref_dark[i, j] = dr[b:-b, b:-b]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ref_dark[i, j] *= origin_max / np.max(ref_dark[i, j])
+                cv2.GaussianBlur(ref_udp[i, j], (kernel, kernel), 0, ref_udp[i, j])
+        np.testing.assert_array_equal(gaussian_blur(hm, kernel), ref_dark)  # NaNs in the same places
+        np.testing.assert_array_equal(udp_blur(hm, kernel), ref_udp)
