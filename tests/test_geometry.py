@@ -43,9 +43,9 @@ def test_affine_transform_golden(golden, inv, key):
     batched = get_affine_transforms(
         golden["affine_center"], golden["affine_scale"], golden["affine_rot"], golden["affine_output_size"], inv=inv
     )
-    assert batched.dtype == np.float64 and batched.shape == (6, 2, 3)
+    assert batched.dtype == np.float64 and batched.shape == golden[key].shape
     np.testing.assert_allclose(batched, golden[key], rtol=0, atol=5e-11)
-    for i in range(6):
+    for i in range(len(golden[key])):
         one = get_affine_transform(
             golden["affine_center"][i], golden["affine_scale"][i], golden["affine_rot"][i],
             golden["affine_output_size"][i], inv=inv,
@@ -55,8 +55,9 @@ def test_affine_transform_golden(golden, inv, key):
 
 def test_warp_crops_golden(golden):
     trans = get_affine_transforms(golden["warp_center"], golden["warp_scale"], golden["warp_rot"], (192, 256))
+    assert trans.shape == golden["warp_trans"].shape
     np.testing.assert_allclose(trans, golden["warp_trans"], rtol=0, atol=5e-11)
-    for i in range(3):
+    for i in range(len(golden["warp_trans"])):
         crop = warp_image(golden["warp_image"], golden["warp_trans"][i], (192, 256))
         assert crop.shape == (256, 192, 3) and crop.dtype == np.uint8
         np.testing.assert_array_equal(crop, golden["warp_crops"][i])
@@ -64,7 +65,7 @@ def test_warp_crops_golden(golden):
 
 @pytest.mark.parametrize("tag,size", [("s2", (192, 256)), ("s3", (288, 384))])
 def test_warp_joints_golden(golden, tag, size):
-    for i in range(4):
+    for i in range(len(golden["target_center"])):
         trans = get_affine_transform(golden["target_center"][i], golden["target_scale"][i], golden["target_rot"][i], size)
         joints = warp_joints(golden["target_joints_img"][i], golden["target_joints_visible"][i], trans)
         assert joints.dtype == np.float32

@@ -28,7 +28,7 @@ def golden():
 def test_targets_golden(golden, tag, size, sigma):
     codec = HeatmapCodec(size, sigma=sigma)
     assert codec.heatmap_size == (size[0] // 4, size[1] // 4)
-    for i in range(4):
+    for i in range(len(golden["target_center"])):
         target, weight = codec.encode(golden[f"target_joints_crop_{tag}"][i], golden["target_joints_visible"][i])
         assert target.dtype == np.float32 and weight.dtype == np.float32
         np.testing.assert_array_equal(target, golden[f"target_heatmaps_{tag}"][i])
@@ -38,7 +38,7 @@ def test_targets_golden(golden, tag, size, sigma):
 def test_targets_from_image_joints_golden(golden):
     """The training path: image joints -> warp (visible only) -> encode gives the golden targets."""
     codec = HeatmapCodec((192, 256), sigma=2.0)
-    for i in range(4):
+    for i in range(len(golden["target_center"])):
         trans = get_affine_transform(golden["target_center"][i], golden["target_scale"][i], golden["target_rot"][i], (192, 256))
         joints = warp_joints(golden["target_joints_img"][i], golden["target_joints_visible"][i], trans)
         target, weight = codec.encode(joints, golden["target_joints_visible"][i][:, 0])
@@ -47,7 +47,7 @@ def test_targets_from_image_joints_golden(golden):
 
 
 def test_argmax_golden(golden):
-    for b in range(6):
+    for b in range(len(golden["decode_heatmaps"])):
         preds, maxvals = get_max_preds(golden["decode_heatmaps"][b])
         assert preds.dtype == np.float32
         np.testing.assert_array_equal(preds, golden["decode_argmax_xy"][b])
@@ -57,20 +57,20 @@ def test_argmax_golden(golden):
 @pytest.mark.parametrize("post", ["default", "unbiased"])
 def test_decode_golden(golden, post):
     codec = HeatmapCodec((192, 256), post_process=post, dark_kernel=11)
-    for b in range(6):
+    for b in range(len(golden["decode_heatmaps"])):
         hm = golden["decode_heatmaps"][b]
         coords, maxvals = codec.decode_heatmap_coords(hm)
         np.testing.assert_array_equal(coords, golden[f"decode_hmcoords_{post}"][b])
         np.testing.assert_array_equal(maxvals, golden["decode_maxvals"][b])
         preds, maxvals = codec.decode(hm, golden["decode_center"][b], golden["decode_scale"][b])
-        assert preds.dtype == np.float32 and preds.shape == (3, 17, 2)
+        assert preds.dtype == np.float32 and preds.shape == golden[f"decode_preds_{post}"][b].shape
         np.testing.assert_array_equal(preds, golden[f"decode_preds_{post}"][b])
         np.testing.assert_array_equal(maxvals, golden["decode_maxvals"][b])
 
 
 def test_decode_result_dict_golden(golden):
     codec = HeatmapCodec((192, 256))
-    for b in range(6):
+    for b in range(len(golden["decode_heatmaps"])):
         preds, maxvals = codec.decode(golden["decode_heatmaps"][b], golden["decode_center"][b], golden["decode_scale"][b])
         np.testing.assert_array_equal(result_preds(preds, maxvals), golden["decode_result_preds"][b])
         boxes = result_boxes(golden["decode_center"][b], golden["decode_scale"][b], golden["decode_bbox_score"][b])
@@ -82,7 +82,7 @@ def test_decode_result_dict_golden(golden):
 
 @pytest.mark.parametrize("shift,key", [(True, "flip_combined_shift"), (False, "flip_combined_noshift")])
 def test_flip_combine_golden(golden, shift, key):
-    for b in range(2):
+    for b in range(len(golden["flip_hm_orig"])):
         orig, flipped = golden["flip_hm_orig"][b], golden["flip_hm_flipped"][b]
         comb = combine_flip(orig, flipped, COCO_FLIP_PAIRS, shift)
         assert comb.dtype == np.float32
@@ -94,7 +94,7 @@ def test_flip_combine_golden(golden, shift, key):
 
 def test_flip_result_golden(golden):
     codec = HeatmapCodec((192, 256))
-    for b in range(2):
+    for b in range(len(golden["flip_hm_orig"])):
         comb = codec.combine_flip(golden["flip_hm_orig"][b], golden["flip_hm_flipped"][b], COCO_FLIP_PAIRS, True)
         preds, maxvals = codec.decode(comb, golden["flip_center"][b], golden["flip_scale"][b])
         np.testing.assert_array_equal(result_preds(preds, maxvals), golden["flip_result_preds"][b])
