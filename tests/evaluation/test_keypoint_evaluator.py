@@ -127,11 +127,8 @@ def test_crowdpose_official_numbers_through_the_model_path(preds_file, stats_fil
         assert abs(results[mine] / 100 - official[theirs]) < 1e-4, (mine, results[mine], official[theirs])
 
 
-def test_perturbed_predictions_equal_pycocotools_on_the_written_json(tmp_path):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    name = register_fixture("coco")
+def _perturbed_predictions(name):
+    """Noisy keypoints, random scores, one person missed and one false positive per image."""
     rng = np.random.default_rng(0)
     per_image = {}
     for d in DatasetCatalog.get(name):
@@ -145,8 +142,16 @@ def test_perturbed_predictions_equal_pycocotools_on_the_written_json(tmp_path):
         false_positive[..., :2] += 80
         kpts = np.concatenate([kpts, false_positive])
         per_image[d["image_id"]] = _instances(kpts, rng.uniform(0.2, 1, size=len(kpts)))
+    return per_image
+
+
+def test_perturbed_predictions_equal_pycocotools_on_the_written_json(tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    name = register_fixture("coco")
     evaluator = TopDownKeypointEvaluator(name, output_dir=str(tmp_path), distributed=False)
-    results = _run(evaluator, per_image)
+    results = _run(evaluator, _perturbed_predictions(name))
 
     gt_file = MetadataCatalog.get(name).json_file
     with contextlib.redirect_stdout(io.StringIO()):
@@ -181,3 +186,35 @@ def test_wrong_predictions_are_named():
         _run(evaluator, {106848: _instances(np.ones((1, 17, 3)), [1.0])})
     with pytest.raises(ValueError, match=r"image ids not in .*test_crowdpose.json.*\[12345\]"):
         _run(evaluator, {12345: _instances(np.ones((1, 14, 3)), [1.0])})
+
+
+def _evaluate_in_worker(out_file):
+    """One of two processes: evaluates its share of the images; rank 0 writes the gathered result."""
+    from detectron2.utils import comm
+
+    name = register_fixture("coco")
+    per_image = _perturbed_predictions(name)
+    mine = {k: v for i, (k, v) in enumerate(sorted(per_image.items())) if i % comm.get_world_size() == comm.get_rank()}
+    evaluator = TopDownKeypointEvaluator(name, distributed=True)
+    evaluator.reset()
+    for image_id, inst in mine.items():
+        evaluator.process([{"image_id": image_id}], [{"instances": inst}])
+    results = evaluator.evaluate()
+    if comm.is_main_process():
+        with open(out_file, "w") as f:
+            json.dump(results["keypoints"], f)
+    else:
+        assert results == {}
+
+
+def test_two_processes_gather_to_the_single_process_result(tmp_path):
+    from detectron2.engine import launch
+
+    name = register_fixture("coco")
+    single = _run(TopDownKeypointEvaluator(name, distributed=False), _perturbed_predictions(name))
+    out_file = str(tmp_path / "gathered.json")
+    launch(_evaluate_in_worker, 2, dist_url="auto", args=(out_file,))
+    gathered = json.loads(open(out_file).read())
+    assert gathered.keys() == single.keys()
+    for k in single:
+        assert gathered[k] == single[k] or (math.isnan(single[k]) and math.isnan(gathered[k])), k
