@@ -1,1 +1,2 @@
 """Registered on import; see the modules in this folder."""
+from . import top_down  # noqa: F401  (registers TopDownPoseEstimator)
