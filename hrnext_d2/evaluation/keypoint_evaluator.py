@@ -1,9 +1,10 @@
 """OKS keypoint evaluation of top-down pose results with each dataset's official protocol.
 
 Detectron2's COCOEvaluator cannot score CrowdPose (no `area`, AP easy/medium/hard by crowd index),
-and it scores COCO with every dataset's sigmas replaced by the box area of unmatched detections.
-This evaluator writes results the way mmpose / the official tools do (image_id, category_id,
-keypoints, score; no box, so a detection's area is its keypoints' extent) and scores them with:
+and its results carry a box, from which pycocotools then takes each detection's area (this moves
+APm/APl). This evaluator writes results the way mmpose and the official tools do (image_id,
+category_id, keypoints, score; no box, so a detection's area is its keypoints' extent) and scores
+them with:
 
 - protocol "coco" (COCO, OCHuman): pycocotools COCOeval, iouType 'keypoints', the dataset's sigmas;
 - protocol "crowdpose": xtcocotools COCOeval, iouType 'keypoints_crowd', the dataset's sigmas,
