@@ -20,6 +20,7 @@ from .keypoint_metadata import get_coco_keypoint_metadata
 
 __all__ = [
     "datasets_root",
+    "missing_file_error",
     "load_topdown_coco_json",
     "sanitize_box_xywh",
     "filter_topdown_train_instances",
@@ -76,7 +77,8 @@ def load_topdown_coco_json(
     Each record: file_name, height, width, image_id, the extra image keys, and `annotations`, each
     with iscrowd, bbox (raw COCO numbers), bbox_mode XYWH_ABS, keypoints (flat list, x/y + 0.5),
     category_id (contiguous), num_keypoints (from the file, else the labelled count) and area when
-    the file has it.
+    the file has it. Segmentations are not loaded (top-down pose does not use them; COCO train's
+    polygons would dominate the memory of the dicts).
     """
     if not os.path.isfile(json_file):
         raise missing_file_error(json_file)
