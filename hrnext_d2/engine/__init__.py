@@ -1,1 +1,2 @@
 """Registered on import; see the modules in this folder."""
+from .predictor import TopDownPredictor  # noqa: F401
