@@ -5,7 +5,7 @@ head's flip shift) bit for bit under numpy 1.x promotion rules. Quirk numbers re
 README of the top-down math. Decoding is vectorised over persons and joints; only the DARK blur loops
 (one ``cv2.GaussianBlur`` per channel, which exact equality needs).
 """
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
