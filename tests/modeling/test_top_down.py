@@ -128,6 +128,19 @@ def test_pinned_keypoints_golden_weights_on_fixture(golden_s_model):
     vis = kpts[:, 2][kpts[:, 2] > 0.2]
     assert inst.scores[0].item() == pytest.approx(vis.mean() if len(vis) else 0.0, rel=1e-6)
 
+    # mmpose's own chain (cv2.warpAffine crop of the RGB image, ToTensor + Normalize, flip test,
+    # decode) gives the same keypoints: the on-device crop changes nothing that matters.
+    center, scale = geometry.box_xywh_to_center_scale(np.asarray(IMAGE_785_BOX), (192, 256))
+    trans = geometry.get_affine_transform(center, scale, 0.0, (192, 256))
+    crop = geometry.warp_image(inp["image"].permute(1, 2, 0).numpy(), trans, (192, 256))
+    x = torch.from_numpy(crop.transpose(2, 0, 1).astype(np.float32)) / 255.0
+    x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        hm = golden_s_model._heatmaps(x[None])
+    preds, maxvals = golden_s_model.codec.decode(hm.numpy(), center[None], scale[None])
+    np.testing.assert_allclose(preds[0] + 0.5, kpts[:, :2], atol=1e-3)
+    np.testing.assert_allclose(maxvals[0, :, 0], kpts[:, 2], atol=1e-2)
+
 
 def test_ground_truth_through_output_path_gives_raw_coco_numbers(small_model):
     """Heatmaps peaking exactly where the GT keypoints fall decode (via the model's output path and
@@ -252,6 +265,9 @@ def test_nms_chunking_and_heatmap_output():
     inst3 = model([inp])[0]["instances"]
     assert len(inst3) == 3
     torch.testing.assert_close(inst3.pred_keypoints[1], inst.pred_keypoints[0], atol=1e-3, rtol=0)
+    # soft-OKS-NMS only reorders and caps at MAX_DETS
+    model.use_nms, model.soft_nms, model.max_dets = True, True, 2
+    assert len(model([inp])[0]["instances"]) == 2
     # rescoring uses each box's own score
     vis = inst3.pred_keypoints[0, :, 2]
     mean_vis = vis[vis > 0.2].mean().item() if (vis > 0.2).any() else 0.0
