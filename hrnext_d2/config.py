@@ -152,6 +152,9 @@ def _add_solver_config(cfg: CN) -> None:
     # TEST.EVAL_PERIOD).
     cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
     cfg.TEST.EVAL_PERIOD_EPOCHS = 0
+    # After training / --eval-only, tools/train_net.py draws the predictions on this many images of
+    # DATASETS.TEST[0] into OUTPUT_DIR/visualization and prints the paths (0 = off).
+    cfg.TEST.VISUALIZE_NUM = 0
     # Keep the best checkpoint by this metric ("" = off), e.g. "keypoints/AP".
     cfg.SOLVER.BEST_CHECKPOINT_METRIC = "keypoints/AP"
 
