@@ -10,8 +10,13 @@ import numpy as np
 import torch
 
 from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
+
+from hrnext_d2.checkpoint import HRNeXtCheckpointer
 
 __all__ = ["TopDownPredictor"]
 
@@ -20,14 +25,26 @@ class TopDownPredictor(DefaultPredictor):
     """``predictor(image_bgr, boxes_xyxy=None, scores=None)["instances"]``.
 
     Boxes are XYXY in the pixels of ``image_bgr``; without boxes this is exactly ``DefaultPredictor``.
-    Forces MODEL.TOPDOWN.USE_INPUT_BOXES so that supplied boxes are always used.
+    Forces MODEL.TOPDOWN.USE_INPUT_BOXES so that supplied boxes are always used. MODEL.WEIGHTS may
+    also be an official mmpose HRNeXt checkpoint (converted on the fly by ``HRNeXtCheckpointer``).
     """
 
     def __init__(self, cfg: CfgNode):
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.TOPDOWN.USE_INPUT_BOXES = True
-        super().__init__(cfg)
+        # DefaultPredictor.__init__ with HRNeXtCheckpointer in place of DetectionCheckpointer.
+        self.cfg = cfg.clone()
+        self.cfg.defrost()
+        self.cfg.MODEL.TOPDOWN.USE_INPUT_BOXES = True
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if len(self.cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(self.cfg.DATASETS.TEST[0])
+        HRNeXtCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        self.aug = T.ResizeShortestEdge(
+            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
+        )
+        self.input_format = self.cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}")
 
     def __call__(
         self,

@@ -15,7 +15,8 @@ from detectron2.structures import Boxes, Instances
 from hrnext_d2.engine import TopDownPredictor
 from hrnext_d2.modeling.meta_arch.person_detector import build_person_detector
 from tests.conftest import shared_path
-from tests.modeling.test_top_down import topdown_cfg
+from tests.golden_weights import manifest, official_state_dict
+from tests.modeling.test_top_down import IMAGE_785_BOX, PINNED_785, topdown_cfg
 
 DETECTOR = "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"
 # A ResNet-18 FPN Faster R-CNN at a small test size: fast on the CPU.
@@ -87,6 +88,28 @@ def test_topdown_predictor_with_supplied_boxes():
     assert len(empty) == 0 and empty.pred_keypoints.shape == (0, 17, 3)
     with pytest.raises(ValueError, match="scores"):
         predictor(bgr, boxes, np.ones(2))
+
+
+def test_topdown_predictor_loads_official_mmpose_checkpoint_and_reproduces_pinned_keypoints(tmp_path):
+    """MODEL.WEIGHTS = an official-format mmpose file ({"state_dict": ...}, golden HRNeXt-S seed 0)."""
+    path = tmp_path / "hrnext_s_coco_official.pth"
+    torch.save({"state_dict": official_state_dict(manifest("hrnext_s_coco"), 0)}, path)
+    cfg = topdown_cfg(small=False)
+    cfg.MODEL.WEIGHTS = str(path)
+    predictor = TopDownPredictor(cfg)
+    x, y, w, h = IMAGE_785_BOX
+    inst = predictor(_image("000000000785.jpg"), np.array([[x, y, x + w, y + h]]))["instances"]
+    np.testing.assert_allclose(inst.pred_keypoints[0, :, :2].numpy(), PINNED_785[:, :2], atol=1e-3)
+    np.testing.assert_allclose(inst.pred_keypoints[0, :, 2].numpy(), PINNED_785[:, 2], atol=1e-4)
+
+
+def test_degenerate_boxes_are_skipped():
+    torch.manual_seed(0)
+    predictor = TopDownPredictor(topdown_cfg())
+    boxes = np.array([[10.0, 10.0, 10.0, 50.0], [100.0, 50.0, 200.0, 300.0]])
+    inst = predictor(_image("000000000785.jpg"), boxes, np.array([0.9, 0.8]))["instances"]
+    assert len(inst) == 1
+    torch.testing.assert_close(inst.pred_boxes.tensor[0], torch.tensor([100.0, 50.0, 200.0, 300.0]))
 
 
 @pytest.fixture(scope="module")

@@ -274,6 +274,23 @@ def test_nms_chunking_and_heatmap_output():
     torch.testing.assert_close(inst3.scores, torch.tensor([0.5, 0.9, 0.7]) * mean_vis, atol=1e-6, rtol=1e-5)
 
 
+def test_bgr_input_format_gives_the_same_keypoints(small_model):
+    """INPUT.FORMAT BGR (with PIXEL_MEAN/STD in BGR order, as Detectron2 defines them) on a BGR
+    tensor computes what the RGB model computes on the RGB tensor."""
+    cfg = topdown_cfg()
+    cfg.INPUT.FORMAT = "BGR"
+    cfg.MODEL.PIXEL_MEAN = cfg.MODEL.PIXEL_MEAN[::-1]
+    cfg.MODEL.PIXEL_STD = cfg.MODEL.PIXEL_STD[::-1]
+    bgr_model = build_model(cfg).eval()
+    bgr_model.load_state_dict(small_model.state_dict())
+    path = shared_path("fixtures", "coco", "images", "000000000785.jpg")
+    rgb_inp = _rgb_input(path, _boxes_instances((425, 640), IMAGE_785_BOX))
+    bgr_inp = dict(rgb_inp, image=rgb_inp["image"].flip(0))
+    torch.testing.assert_close(
+        bgr_model([bgr_inp])[0]["instances"].pred_keypoints, small_model([rgb_inp])[0]["instances"].pred_keypoints
+    )
+
+
 def test_flip_test_averages_flipped_heatmaps(small_model):
     """With flip test the heatmaps are (orig + flip_back(flipped, shift)) / 2 of the real network."""
     model = small_model

@@ -315,6 +315,10 @@ class TopDownPoseEstimator(nn.Module):
 
         crops, metas = [], []
         for inp, (boxes, scores) in zip(batched_inputs, boxes_per_image):
+            # A box without area has no crop (singular affine); mmpose would produce NaNs for it.
+            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            if not valid.all():
+                boxes, scores = boxes[valid], scores[valid]
             if len(boxes) == 0:
                 metas.append((boxes, scores, None, None, 0))
                 continue
