@@ -176,6 +176,9 @@ def build_topdown_train_loader(
         total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
         aspect_ratio_grouping=False,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
+        # The loader's own generator: creating its iterator must not draw from torch's global
+        # random state (a resumed run creates it at a different time than an uninterrupted one).
+        seed=seed,
     )
     loader.topdown_sampler = sampler
     loader.topdown_num_instances = len(dataset)

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Train or evaluate an HRNeXt top-down pose model (Detectron2's standard training script).
+
+Examples:
+    # train on 8 GPUs
+    tools/train_net.py --num-gpus 8 --config-file configs/coco/hrnext_small_coco_256x192.yaml
+    # two processes on a CPU-only machine (gloo)
+    tools/train_net.py --num-gpus 2 --config-file ... MODEL.DEVICE cpu
+    # evaluate converted official weights
+    tools/train_net.py --config-file configs/crowdpose/hrnext_small_crowdpose_256x192.yaml \
+        --eval-only MODEL.WEIGHTS converted.pth
+    # continue an interrupted run from OUTPUT_DIR/last_checkpoint
+    tools/train_net.py --config-file ... --resume
+"""
+import logging
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+import hrnext_d2  # noqa: F401  (registers backbone, head, model, datasets)
+from hrnext_d2.config import add_hrnext_config
+from hrnext_d2.engine import Trainer
+
+
+def setup(args) -> CfgNode:
+    """Config = Detectron2 defaults + hrnext_d2 keys + the config file + KEY VALUE overrides."""
+    cfg = get_cfg()
+    add_hrnext_config(cfg)
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+        fallback = True
+    else:
+        fallback = False
+    cfg.freeze()
+    default_setup(cfg, args)
+    if fallback:
+        logging.getLogger("detectron2").warning("CUDA is not available: MODEL.DEVICE set to cpu")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
