@@ -13,6 +13,7 @@ Examples:
     tools/train_net.py --config-file ... --resume
 """
 import logging
+import os
 
 import torch
 
@@ -21,10 +22,12 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import hrnext_d2  # noqa: F401  (registers backbone, head, model, datasets)
 from hrnext_d2.config import add_hrnext_config
 from hrnext_d2.engine import Trainer
+from hrnext_d2.utils.visualizer import visualize_predictions
 
 
 def setup(args) -> CfgNode:
@@ -41,9 +44,24 @@ def setup(args) -> CfgNode:
         fallback = False
     cfg.freeze()
     default_setup(cfg, args)
+    # hrnext_d2's own loggers (e.g. the evaluator's OKS AP table) print like Detectron2's.
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hrnext_d2")
     if fallback:
         logging.getLogger("detectron2").warning("CUDA is not available: MODEL.DEVICE set to cpu")
     return cfg
+
+
+def visualize(cfg: CfgNode, model: torch.nn.Module) -> list:
+    """TEST.VISUALIZE_NUM > 0: draw predictions on the first images of DATASETS.TEST[0] (ground
+    truth beside them) into OUTPUT_DIR/visualization and print the paths."""
+    if cfg.TEST.VISUALIZE_NUM <= 0 or not cfg.DATASETS.TEST or not comm.is_main_process():
+        return []
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    out = os.path.join(cfg.OUTPUT_DIR, "visualization")
+    paths = visualize_predictions(cfg, model, cfg.DATASETS.TEST[0], out, cfg.TEST.VISUALIZE_NUM)
+    for path in paths:
+        print(f"Visualised predictions: {path}")
+    return paths
 
 
 def main(args):
@@ -56,10 +74,13 @@ def main(args):
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
+        visualize(cfg, model)
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    res = trainer.train()
+    visualize(cfg, trainer.model)
+    return res
 
 
 if __name__ == "__main__":
