@@ -354,7 +354,7 @@ class HRNeXt(FusedInferenceMixin, Backbone):
         self.stage_cfgs = [dict(st) for st in stages]
 
         depths = [st["num_blocks"][0] * st["num_modules"] for st in stages]
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
 
         c = stem_width
         self.conv1 = nn.Conv2d(in_channels, c, 3, 2, 1, bias=False)

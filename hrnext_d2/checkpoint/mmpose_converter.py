@@ -1,0 +1,237 @@
+"""Official mmpose HRNeXt checkpoints -> Detectron2 checkpoints of our top-down model.
+
+An official checkpoint is a dict whose `state_dict` holds `backbone.*` (the HRNeXt backbone) and
+`keypoint_head.final_layer.*` (the 1x1 heatmap conv). Our model (`TopDownPoseEstimator`) names its
+parts `backbone` and `keypoint_head.final_layer` with the same sub-names, so the mapping is the identity;
+what this module adds is validation: the architecture is read off the checkpoint, our backbone is built
+with it, and every key and shape must match (clear errors name the keys at fault), optionally also
+against a given config's model and keypoint count.
+"""
+import logging
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = [
+    "MMPoseCheckpointError",
+    "infer_hrnext_architecture",
+    "convert_mmpose_state_dict",
+    "convert_mmpose_checkpoint",
+    "load_mmpose_checkpoint",
+    "is_mmpose_hrnext_checkpoint",
+    "HRNeXtCheckpointer",
+]
+
+logger = logging.getLogger(__name__)
+
+CONVERTER_AUTHOR = "hrnext_d2 mmpose converter"
+HEAD_PREFIX = "keypoint_head.final_layer."
+
+
+class MMPoseCheckpointError(ValueError):
+    """An mmpose checkpoint that is not a (matching) HRNeXt top-down model."""
+
+
+def load_mmpose_checkpoint(path: Union[str, Path], allow_pickle: bool = False) -> Dict[str, Any]:
+    """Read an mmpose checkpoint file. Tries `torch.load(weights_only=True)` first; files whose metadata
+    needs full unpickling load only with `allow_pickle=True` (only for files you trust)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mmpose checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - report why, offer the explicit opt-in
+        if not allow_pickle:
+            raise MMPoseCheckpointError(
+                f"{path}: cannot be read with torch.load(weights_only=True) ({type(e).__name__}: {e}). "
+                "If you trust the file, pass allow_pickle=True (tool: --allow-pickle).") from e
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _state_dict_of(checkpoint: Mapping[str, Any], source: str) -> Mapping[str, torch.Tensor]:
+    if not isinstance(checkpoint, Mapping):
+        raise MMPoseCheckpointError(f"{source}: expected a dict, got {type(checkpoint).__name__}")
+    sd = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(sd, Mapping):
+        raise MMPoseCheckpointError(f"{source}: 'state_dict' is a {type(sd).__name__}, not a dict")
+    return sd
+
+
+def is_mmpose_hrnext_checkpoint(checkpoint: Any) -> bool:
+    """True for a dict with a `state_dict` holding HRNeXt `backbone.*` keys (mmpose layout)."""
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        return False
+    keys = checkpoint["state_dict"].keys()
+    return "backbone.conv1.weight" in keys and "backbone.layer1.0.layer_scale_1" in keys
+
+
+def _num_kernels(sd: Mapping[str, torch.Tensor], block: str) -> int:
+    bank = sd.get(f"{block}.dlp.dw3x3.conv.aggregation.weight")
+    return int(bank.shape[0]) if bank is not None else 1
+
+
+def infer_hrnext_architecture(backbone_sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> Dict:
+    """Stem width and the four stage configs (as HRNeXt's `stages` argument) read off a backbone state
+    dict (keys without the `backbone.` prefix)."""
+    required = ["conv1.weight", "layer1.0.layer_scale_1", "stage2.0.branches.0.0.layer_scale_1"]
+    missing = [k for k in required if k not in backbone_sd]
+    if missing:
+        raise MMPoseCheckpointError(
+            f"{source}: not an HRNeXt checkpoint (missing {', '.join('backbone.' + k for k in missing)})")
+    stem_width = int(backbone_sd["conv1.weight"].shape[0])
+    stages = []
+    # Stage 1: layer1.<b>.
+    nb = 1 + max(int(m.group(1)) for k in backbone_sd for m in [re.match(r"layer1\.(\d+)\.layer_scale_1$", k)] if m)
+    width = int(backbone_sd["layer1.0.layer_scale_1"].shape[0])
+    hidden = backbone_sd.get("layer1.0.mlp2.norm1.weight")
+    ratio = (hidden.shape[0] // width) if hidden is not None else 4
+    stages.append({"num_modules": 1, "num_branches": 1, "num_blocks": [nb], "num_channels": [width],
+                   "mlp_ratios": [ratio], "num_kernels": [_num_kernels(backbone_sd, "layer1.0")]})
+    for k in (2, 3, 4):
+        pat = re.compile(rf"stage{k}\.(\d+)\.branches\.(\d+)\.(\d+)\.layer_scale_1$")
+        found = [tuple(int(g) for g in m.groups()) for key in backbone_sd for m in [pat.match(key)] if m]
+        if not found:
+            raise MMPoseCheckpointError(f"{source}: not an HRNeXt checkpoint (no backbone.stage{k} blocks)")
+        num_modules = 1 + max(f[0] for f in found)
+        num_branches = 1 + max(f[1] for f in found)
+        blocks, channels, ratios, kernels = [], [], [], []
+        for i in range(num_branches):
+            blocks.append(1 + max(f[2] for f in found if f[0] == 0 and f[1] == i))
+            pre = f"stage{k}.0.branches.{i}.0"
+            width = int(backbone_sd[f"{pre}.layer_scale_1"].shape[0])
+            hidden = backbone_sd.get(f"{pre}.mlp2.norm1.weight")
+            channels.append(width)
+            ratios.append((hidden.shape[0] // width) if hidden is not None else 4)
+            kernels.append(_num_kernels(backbone_sd, pre))
+        stages.append({"num_modules": num_modules, "num_branches": num_branches, "num_blocks": blocks,
+                       "num_channels": channels, "mlp_ratios": ratios, "num_kernels": kernels})
+    multi = any(k.startswith(f"stage4.{stages[3]['num_modules'] - 1}.fuse_layers.1.") for k in backbone_sd)
+    return {"stem_width": stem_width, "stages": stages, "multi_scale_output": multi}
+
+
+def _describe(arch: Dict) -> str:
+    st = arch["stages"]
+    return f"widths {st[3]['num_channels']}, kernels {st[3]['num_kernels']}"
+
+
+def _compare(expected: Mapping[str, torch.Size], got: Mapping[str, torch.Tensor], source: str,
+             what: str) -> None:
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [(k, tuple(got[k].shape), tuple(expected[k])) for k in expected
+              if k in got and tuple(got[k].shape) != tuple(expected[k])]
+    if not (missing or unexpected or shapes):
+        return
+    lines = [f"{source}: does not match {what}:"]
+
+    def _few(items: Sequence, fmt) -> str:
+        shown = ", ".join(fmt(x) for x in items[:8])
+        return shown + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+
+    if missing:
+        lines.append(f"  missing keys: {_few(missing, str)}")
+    if unexpected:
+        lines.append(f"  unexpected keys: {_few(unexpected, str)}")
+    if shapes:
+        lines.append("  shape mismatches: " + _few(shapes, lambda s: f"{s[0]} checkpoint {s[1]} vs model {s[2]}"))
+    raise MMPoseCheckpointError("\n".join(lines))
+
+
+def _hrnext_expected_shapes(arch: Dict) -> "OrderedDict[str, torch.Size]":
+    from ..modeling.backbone.hrnext import HRNeXt
+
+    with torch.device("meta"):
+        model = HRNeXt(stages=arch["stages"], stem_width=arch["stem_width"],
+                       multi_scale_output=arch["multi_scale_output"], fuse_inference=False)
+    return OrderedDict((k, v.shape) for k, v in model.state_dict().items())
+
+
+def convert_mmpose_state_dict(
+    checkpoint: Mapping[str, Any],
+    num_keypoints: Optional[int] = None,
+    expected: Optional[Mapping[str, Any]] = None,
+    source: str = "checkpoint",
+) -> "OrderedDict[str, torch.Tensor]":
+    """Our model's state dict (`backbone.*`, `keypoint_head.final_layer.*`) from an official mmpose
+    checkpoint dict (or its `state_dict`), validated:
+
+    - the backbone must be exactly the HRNeXt read off its own keys (no missing/unexpected/misshaped key);
+    - the head must be `keypoint_head.final_layer.{weight,bias}` from branch 0, with `num_keypoints`
+      outputs when given;
+    - with `expected` (a state dict or {key: shape} of the target model, e.g. `model.state_dict()`),
+      every key and shape must match it too (catches a wrong variant for a config).
+    """
+    sd = _state_dict_of(checkpoint, source)
+    sd = OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in sd.items())
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise MMPoseCheckpointError(f"{source}: non-tensor entries in state_dict: {bad[:8]}")
+    backbone = OrderedDict((k[len("backbone."):], v) for k, v in sd.items() if k.startswith("backbone."))
+    arch = infer_hrnext_architecture(backbone, source)
+    _compare(OrderedDict(("backbone." + k2, v) for k2, v in _hrnext_expected_shapes(arch).items()),
+             OrderedDict(("backbone." + k2, v) for k2, v in backbone.items()), source,
+             f"an HRNeXt backbone ({_describe(arch)})")
+
+    head = OrderedDict((k, v) for k, v in sd.items() if k.startswith("keypoint_head."))
+    others = [k for k in sd if not k.startswith(("backbone.", "keypoint_head."))]
+    if others:
+        raise MMPoseCheckpointError(f"{source}: unexpected keys outside backbone/keypoint_head: {others[:8]}")
+    c0 = arch["stages"][3]["num_channels"][0]
+    w = head.get(HEAD_PREFIX + "weight")
+    if w is None:
+        raise MMPoseCheckpointError(f"{source}: missing key {HEAD_PREFIX}weight (no heatmap head)")
+    if w.dim() != 4 or w.shape[1] != c0:
+        raise MMPoseCheckpointError(
+            f"{source}: {HEAD_PREFIX}weight has shape {tuple(w.shape)}; expected (K, {c0}, k, k) on branch 0")
+    k = int(w.shape[0])
+    _compare({HEAD_PREFIX + "weight": w.shape, HEAD_PREFIX + "bias": torch.Size([k])}, head, source,
+             "a TopdownHeatmapSimpleHead without deconv layers (final_layer only)")
+    if num_keypoints is not None and k != int(num_keypoints):
+        raise MMPoseCheckpointError(
+            f"{source}: the head predicts {k} keypoints ({HEAD_PREFIX}weight {tuple(w.shape)}), "
+            f"but {num_keypoints} were requested")
+
+    out = OrderedDict(("backbone." + k2, v) for k2, v in backbone.items())
+    out.update(head)
+    if expected is not None:
+        shapes = OrderedDict((k2, (v.shape if isinstance(v, torch.Tensor) else torch.Size(v)))
+                             for k2, v in expected.items())
+        _compare(shapes, out, source, "the target model")
+    return out
+
+
+def convert_mmpose_checkpoint(
+    in_path: Union[str, Path],
+    out_path: Optional[Union[str, Path]] = None,
+    num_keypoints: Optional[int] = None,
+    expected: Optional[Mapping[str, Any]] = None,
+    allow_pickle: bool = False,
+) -> "OrderedDict[str, torch.Tensor]":
+    """Read, convert and validate an official checkpoint file; when `out_path` is given, save
+    `{"model": state_dict, "__author__": ..., "matching_heuristics": False}` there, a file that
+    `torch.load(weights_only=True)` and `DetectionCheckpointer(model).load()` accept."""
+    ckpt = load_mmpose_checkpoint(in_path, allow_pickle=allow_pickle)
+    sd = convert_mmpose_state_dict(ckpt, num_keypoints=num_keypoints, expected=expected, source=str(in_path))
+    if out_path is not None:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": sd, "__author__": CONVERTER_AUTHOR, "matching_heuristics": False}, out_path)
+    return sd
+
+
+class HRNeXtCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer that also reads official mmpose HRNeXt checkpoints directly (converted and
+    validated on the fly); every other file is handled as by DetectionCheckpointer."""
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        loaded = super()._load_file(filename)
+        model = loaded.get("model") if isinstance(loaded, Mapping) else None
+        if isinstance(model, Mapping) and is_mmpose_hrnext_checkpoint(model):
+            # DetectionCheckpointer wrapped a raw mmpose dict as {"model": {...,"state_dict": ...}}.
+            sd = convert_mmpose_state_dict(model, source=filename)
+            return {"model": sd, "__author__": CONVERTER_AUTHOR, "matching_heuristics": False}
+        return loaded
