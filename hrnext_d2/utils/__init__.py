@@ -1,0 +1,1 @@
+"""Helpers outside the training / inference path (drawing)."""
