@@ -11,7 +11,6 @@ Examples:
 """
 import argparse
 import json
-import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -26,8 +25,6 @@ from detectron2.utils.visualizer import Visualizer
 from hrnext_d2 import add_hrnext_config
 from hrnext_d2.data.datasets.keypoint_metadata import get_coco_keypoint_metadata
 from hrnext_d2.engine.predictor import TopDownPredictor
-
-logger = logging.getLogger("crowd_pose_demo")
 
 
 def setup_cfg(config_file: str, opts: List[str]) -> CfgNode:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
@@ -116,7 +117,7 @@ def test_degenerate_boxes_are_skipped():
 def detector_weights(tmp_path_factory):
     """Random small Faster R-CNN whose classifier says 'person' everywhere (bias), as a checkpoint."""
     cfg = get_cfg()
-    cfg.merge_from_file(__import__("detectron2.model_zoo", fromlist=["x"]).get_config_file(DETECTOR))
+    cfg.merge_from_file(model_zoo.get_config_file(DETECTOR))
     cfg.merge_from_list(DETECTOR_OPTS)
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(0)

@@ -6,7 +6,6 @@ rescoring + OKS-NMS -> ``Instances`` with ``pred_keypoints`` in Detectron2's con
 All geometry, decoding and NMS come from ``hrnext_d2.geometry``, ``modeling.codecs`` and
 ``modeling.postprocess``, so training crops, inference crops and decoding share one implementation.
 """
-import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,6 +18,12 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import Boxes, Instances
 
 from hrnext_d2 import geometry
+from hrnext_d2.data.datasets.keypoint_metadata import (
+    COCO_KEYPOINT_OKS_SIGMAS,
+    COCO_PERSON_KEYPOINT_FLIP_MAP,
+    COCO_PERSON_KEYPOINT_NAMES,
+    flip_map_to_flip_pairs,
+)
 from hrnext_d2.modeling import postprocess
 from hrnext_d2.modeling.codecs import HeatmapCodec
 from hrnext_d2.modeling.crops import crop_output_size, normalize_crops, warp_affine_crops
@@ -27,13 +32,9 @@ from hrnext_d2.modeling.meta_arch.person_detector import PersonDetector, build_p
 
 __all__ = ["TopDownPoseEstimator", "COCO_OKS_SIGMAS", "COCO_FLIP_PAIRS", "resolve_keypoint_meta"]
 
-logger = logging.getLogger(__name__)
-
-COCO_OKS_SIGMAS = [
-    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
-    0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
-]
-COCO_FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
+# Fallbacks for 17 keypoints without dataset metadata (one definition, in the dataset metadata module).
+COCO_OKS_SIGMAS = [float(s) for s in COCO_KEYPOINT_OKS_SIGMAS]
+COCO_FLIP_PAIRS = [list(p) for p in flip_map_to_flip_pairs(COCO_PERSON_KEYPOINT_NAMES, COCO_PERSON_KEYPOINT_FLIP_MAP)]
 
 
 def _dataset_metadata(cfg):
@@ -69,8 +70,7 @@ def resolve_keypoint_meta(cfg) -> Tuple[List[List[int]], List[float]]:
         if meta.get("keypoint_flip_pairs") is not None:
             pairs, pair_src = [list(p) for p in meta.get("keypoint_flip_pairs")], f"keypoint_flip_pairs of {where}"
         elif meta.get("keypoint_flip_map") is not None and meta.get("keypoint_names") is not None:
-            index = {n: i for i, n in enumerate(meta.get("keypoint_names"))}
-            pairs = [[index[a], index[b]] for a, b in meta.get("keypoint_flip_map")]
+            pairs = [list(p) for p in flip_map_to_flip_pairs(meta.get("keypoint_names"), meta.get("keypoint_flip_map"))]
             pair_src = f"keypoint_flip_map of {where}"
     if not pairs and k == 17:
         pairs, pair_src = [list(p) for p in COCO_FLIP_PAIRS], "COCO defaults"
