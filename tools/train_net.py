@@ -6,7 +6,7 @@ Examples:
     tools/train_net.py --num-gpus 8 --config-file configs/coco/hrnext_small_coco_256x192.yaml
     # two processes on a CPU-only machine (gloo)
     tools/train_net.py --num-gpus 2 --config-file ... MODEL.DEVICE cpu
-    # evaluate converted official weights
+    # evaluate official weights (converted with tools/convert_mmpose_checkpoint.py, or as released)
     tools/train_net.py --config-file configs/crowdpose/hrnext_small_crowdpose_256x192.yaml \
         --eval-only MODEL.WEIGHTS converted.pth
     # continue an interrupted run from OUTPUT_DIR/last_checkpoint
@@ -17,7 +17,6 @@ import os
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
@@ -25,6 +24,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import hrnext_d2  # noqa: F401  (registers backbone, head, model, datasets)
+from hrnext_d2.checkpoint import HRNeXtCheckpointer
 from hrnext_d2.config import add_hrnext_config
 from hrnext_d2.engine import Trainer
 from hrnext_d2.utils.visualizer import visualize_predictions
@@ -44,8 +44,9 @@ def setup(args) -> CfgNode:
         fallback = False
     cfg.freeze()
     default_setup(cfg, args)
-    # hrnext_d2's own loggers (e.g. the evaluator's OKS AP table) print like Detectron2's.
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hrnext_d2")
+    # default_setup configures the "detectron2" and "fvcore" loggers; ours logs the dataset sizes,
+    # box sources and evaluation tables.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hrnext_d2")
     if fallback:
         logging.getLogger("detectron2").warning("CUDA is not available: MODEL.DEVICE set to cpu")
     return cfg
@@ -68,7 +69,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # MODEL.WEIGHTS: a Detectron2 checkpoint, or an official mmpose HRNeXt one.
+        HRNeXtCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)
