@@ -250,6 +250,8 @@ class TopDownPoseEstimator(nn.Module):
         boxes = boxes.tensor.detach().cpu().numpy().astype(np.float64).reshape(-1, 4)
         if inst.has("scores"):
             scores = inst.scores.detach().cpu().numpy().astype(np.float64).reshape(-1)
+            if len(scores) != len(boxes):
+                raise ValueError(f"input 'instances' has {len(boxes)} boxes but {len(scores)} scores")
         else:
             scores = np.ones(len(boxes), dtype=np.float64)
         return boxes, scores
