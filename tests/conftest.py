@@ -2,6 +2,10 @@
 import os
 from pathlib import Path
 
+# Idle OpenMP threads sleep instead of spinning: the distributed tests run several processes on
+# two cores, where spinning threads slow every step many times over.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
