@@ -181,6 +181,12 @@ class Trainer(DefaultTrainer):
 
         self.register_hooks(self.build_hooks())
 
+    def train(self) -> Optional[Dict[str, Any]]:
+        """Run training; returns the last evaluation's results (None if none ran), also when
+        TEST.EXPECTED_RESULTS is not set (DefaultTrainer returns them only then)."""
+        res = super().train()
+        return res if res is not None else getattr(self, "_last_eval_results", None)
+
     # ---- resume ---------------------------------------------------------------------------------
     def resume_or_load(self, resume: bool = True) -> None:
         """``DefaultTrainer.resume_or_load``, then start the data stream at the resumed iteration."""
