@@ -109,6 +109,23 @@ def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
     return DistributedDataParallel(model, **kwargs)
 
 
+def _with_fixed_seed(cfg: CfgNode) -> CfgNode:
+    """SEED -1 (random): draw one seed shared by all processes and write it into the config, so the
+    data (centre jitter, sampling order, augmentation) is a function of cfg.SEED, which checkpoints
+    record for resuming."""
+    if cfg.SEED >= 0:
+        return cfg
+    seed = training_seed(cfg)
+    cfg = cfg.clone()
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.SEED = seed
+    if frozen:
+        cfg.freeze()
+    logging.getLogger(__name__).info(f"SEED -1: the data pipeline uses seed {seed} (set SEED {seed} to repeat it)")
+    return cfg
+
+
 def _rng_state() -> Dict[str, Any]:
     """Random state as tensors and plain numbers (checkpoints are loaded with weights_only)."""
     _, keys, pos, has_gauss, cached = np.random.get_state()
@@ -150,6 +167,7 @@ class Trainer(DefaultTrainer):
         world_size = comm.get_world_size()
         cfg = self.auto_scale_workers(cfg, world_size)
         cfg = norm_for_world_size(cfg, world_size)
+        cfg = _with_fixed_seed(cfg)
         instances = build_topdown_instance_dicts(
             cfg.DATASETS.TRAIN,
             num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
@@ -189,8 +207,19 @@ class Trainer(DefaultTrainer):
 
     # ---- resume ---------------------------------------------------------------------------------
     def resume_or_load(self, resume: bool = True) -> None:
-        """``DefaultTrainer.resume_or_load``, then start the data stream at the resumed iteration."""
+        """``DefaultTrainer.resume_or_load``, then start the data stream at the resumed iteration
+        (rebuilt with the checkpoint's data seed when this run drew another one)."""
+        self._checkpoint_data_seed = None
         super().resume_or_load(resume=resume)
+        saved_seed = self._checkpoint_data_seed
+        if resume and saved_seed is not None and saved_seed != self.cfg.SEED:
+            logger.info(f"Resuming with the checkpoint's data seed {saved_seed} (SEED was {self.cfg.SEED})")
+            cfg = self.cfg.clone()
+            cfg.defrost()
+            cfg.SEED = saved_seed
+            cfg.freeze()
+            self.cfg = cfg
+            self._trainer.reset_data_loader(lambda: build_topdown_train_loader(cfg))
         per_process = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         sampler = getattr(self.data_loader, "topdown_sampler", None)
         if sampler is not None:
@@ -200,10 +229,12 @@ class Trainer(DefaultTrainer):
         ret = super().state_dict()
         ret["rng_state"] = _rng_state()
         ret["world_size"] = comm.get_world_size()
+        ret["data_seed"] = int(self.cfg.SEED)
         return ret
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        self._checkpoint_data_seed = state_dict.get("data_seed")
         rng = state_dict.get("rng_state")
         if rng is None:
             return

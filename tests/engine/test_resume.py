@@ -63,9 +63,13 @@ def test_resume_continues_the_loss_sequence(tmp_path):
     with open(tmp_path / "resumed" / "last_checkpoint") as f:
         assert f.read().strip() == "model_0000002.pth"
 
-    start, second, second_lr, trainer = _run(cfg_for("resumed"), resume=True)
+    # Restarted without a fixed SEED: the checkpoint's data seed (7) is used for the data stream.
+    restart = cfg_for("resumed")
+    restart.SEED = -1
+    start, second, second_lr, trainer = _run(restart, resume=True)
     assert start == 3 and trainer.iter == 6
     # iterations 3, 4, 5 redone from the checkpoint: same data, weights, optimizer, LR, random state
     assert [second[i] for i in (3, 4, 5)] == [full[i] for i in (3, 4, 5)]
     assert [second_lr[i] for i in (3, 4, 5)] == [full_lr[i] for i in (3, 4, 5)]
+    assert trainer.cfg.SEED == 7
     assert os.path.isfile(tmp_path / "resumed" / "model_final.pth")
