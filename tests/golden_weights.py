@@ -57,3 +57,17 @@ def golden(name: str) -> Dict[str, torch.Tensor]:
     'golden_hrnext_s_coco_seed0'."""
     p = shared_path("golden", "hrnext", name if name.endswith(".pt") else f"{name}.pt")
     return torch.load(p, weights_only=True)
+
+
+def fill_like_official(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Load `module` with weights drawn by the same fill rule from its own state dict (no manifest
+    needed): non-trivial BN statistics, layer scales and kernels for formulation comparisons."""
+    g = torch.Generator().manual_seed(int(seed))
+    sd = OrderedDict()
+    for key, v in module.state_dict().items():
+        if not v.is_floating_point():
+            sd[key] = torch.zeros_like(v)
+        else:
+            sd[key] = _fill(key, tuple(v.shape), g).to(v.dtype)
+    module.load_state_dict(sd)
+    return module
