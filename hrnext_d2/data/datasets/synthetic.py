@@ -2,7 +2,7 @@
 
 Why: a quick, self-contained way to train and evaluate the whole top-down pipeline (crops, targets,
 HRNeXt, flip test, OKS AP) on a CPU. Each image holds several procedural human figures (limbs as
-outlined capsules, a torso, a head with a face, hands and feet) with the 17 COCO keypoints, standing
+outlined capsules, a torso, a head with a face, gloved hands and shoes) with the 17 COCO keypoints, standing
 over and in front of each other on a cluttered, noisy background.
 
 Facts the annotations obey:
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # Bump when the drawing changes, so old caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 COCO_KEYPOINT_NAMES = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -300,6 +300,7 @@ def _draw_figure(canvas: _Canvas, rng: np.random.Generator, kpts: np.ndarray, si
     skin = _SKIN_TONES[rng.integers(len(_SKIN_TONES))]
     shoe = _hsv_color(rng, (0.0, 0.6), (0.1, 0.35))
     hair = _hsv_color(rng, (0.2, 0.8), (0.05, 0.5))
+    glove = _hsv_color(rng, (0.7, 1.0), (0.75, 1.0))  # bright hands mark the wrists
     outline = np.clip(np.minimum(shirt, pants) * 0.25, 0, 255)
     lw = max(1.0, 0.045 * T)
     light, dark = 1.15, 0.72  # person's left limbs lighter, right limbs darker
@@ -324,11 +325,11 @@ def _draw_figure(canvas: _Canvas, rng: np.random.Generator, kpts: np.ndarray, si
     canvas.polygon(torso, shirt, outline, lw)
     # Neck.
     canvas.capsule(0.5 * (kpts[5] + kpts[6]), sizes["head_c"], 0.12 * T, skin, outline, lw)
-    # Arms: sleeve + bare forearm + hand.
+    # Arms: sleeve + bare forearm + gloved hand.
     for side, (sh, el, wr) in enumerate(((5, 7, 9), (6, 8, 10))):
         canvas.capsule(kpts[sh], kpts[el], 0.12 * T, shade(shirt, side), outline, lw)
         canvas.capsule(kpts[el], kpts[wr], 0.095 * T, shade(skin, side), outline, lw)
-        canvas.circle(kpts[wr], 0.12 * T, shade(skin, side), outline, lw)
+        canvas.circle(kpts[wr], 0.13 * T, shade(glove, side), outline, lw)
     # Head: ears, face disc with hair on top, eyes, nose, mouth.
     ear_color = _shade(skin, 0.85)
     canvas.circle(kpts[3], 0.26 * R, ear_color, outline, lw)
