@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from hrnext_d2.checkpoint import convert_mmpose_checkpoint
@@ -95,3 +96,43 @@ def test_eval_only_with_converted_official_weights(tmp_path):
     results = json.load(open(out_dir / "inference" / "crowdpose_test" / "keypoints_results.json"))
     assert 1 <= len(results) <= 6
     assert all(len(r["keypoints"]) == 14 * 3 and r["image_id"] in (103319, 106848) for r in results)
+
+
+def _paper_configs():
+    return sorted(str(p.relative_to(REPO_ROOT)) for d in ("coco", "crowdpose", "ochuman") for p in (REPO_ROOT / "configs" / d).glob("*.yaml"))
+
+
+def test_twelve_paper_configs_load_with_the_paper_schedule():
+    from detectron2.config import get_cfg
+
+    from hrnext_d2.config import add_hrnext_config
+    from hrnext_d2.engine.trainer import Trainer, apply_epoch_schedule
+
+    configs = _paper_configs()
+    assert len(configs) == 12
+    for path in configs:
+        cfg = get_cfg()
+        add_hrnext_config(cfg)
+        cfg.merge_from_file(str(REPO_ROOT / path))
+        crowdpose = "crowdpose" in path
+        size = [192, 256] if "256x192" in path else [288, 384]
+        assert list(cfg.INPUT.TOPDOWN.IMAGE_SIZE) == size, path
+        assert cfg.MODEL.TOPDOWN.SIGMA == (2.0 if size[0] == 192 else 3.0), path
+        assert cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS == (14 if crowdpose else 17), path
+        assert cfg.INPUT.TOPDOWN.HALF_BODY_MIN_KEYPOINTS == (6 if crowdpose else 8), path
+        assert cfg.SOLVER.IMS_PER_BATCH == 8 * (64 if crowdpose else 32), path
+        assert (cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY) == ("AdamW", 0.004, 0.01)
+        assert cfg.SOLVER.BASE_LR_END / cfg.SOLVER.BASE_LR == pytest.approx(0.01)
+        assert (cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR, cfg.SOLVER.EPOCHS) == (500, 0.001, 300)
+        assert cfg.DATASETS.TEST_BOXES == ("gt" if "ochuman" in path else ""), path
+        # 300 epochs of COCO train2017's 149813 persons at batch 256 -> 175563 iterations;
+        # evaluation and checkpoints every 10 epochs.
+        n = 149813
+        sched = apply_epoch_schedule(cfg, n)
+        bs = cfg.SOLVER.IMS_PER_BATCH
+        assert sched.SOLVER.MAX_ITER == math.ceil(300 * n / bs)
+        assert sched.TEST.EVAL_PERIOD == sched.SOLVER.CHECKPOINT_PERIOD == math.ceil(10 * n / bs)
+        # Opt-in linear scaling to one GPU keeps the per-GPU batch.
+        cfg.SOLVER.REFERENCE_WORLD_SIZE = 8
+        one = Trainer.auto_scale_workers(cfg, 1)
+        assert one.SOLVER.IMS_PER_BATCH == bs // 8 and one.SOLVER.BASE_LR == pytest.approx(0.0005)
