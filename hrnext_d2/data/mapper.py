@@ -295,17 +295,17 @@ class TopDownDatasetMapper:
 
     # ---------------------------------------------------------------------------------------------
     def test_boxes_for(self, dataset_dict: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
-        """(boxes_xywh float32 (N, 4), scores float32 (N,)) of one image from the box source."""
+        """(boxes_xywh float64 (N, 4), scores float32 (N,)) of one image from the box source."""
         if isinstance(self.test_boxes, str):
             if self.test_boxes != "gt":
                 raise ValueError(f"unknown test box source {self.test_boxes!r}")
             persons, _ = select_pose_annotations(dataset_dict, self.num_keypoints)
-            boxes = np.array([p["bbox"] for p in persons], dtype=np.float32).reshape(-1, 4)
+            boxes = np.array([p["bbox"] for p in persons], dtype=np.float64).reshape(-1, 4)
             return boxes, np.ones((len(boxes),), dtype=np.float32)
         boxes, scores = self.test_boxes.get(
             dataset_dict["image_id"], (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
         )
-        return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1)
+        return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1)
 
     def _map_test(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         dataset_dict = copy.copy(dataset_dict)
@@ -315,6 +315,8 @@ class TopDownDatasetMapper:
         boxes_xywh, scores = self.test_boxes_for(dataset_dict)
         instances = Instances((h, w))
         boxes_xyxy = BoxMode.convert(boxes_xywh.astype(np.float64), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+        # Boxes are float32 (Detectron2 casts them): the crop centre / scale the model derives from
+        # them match mmpose's from the raw (x, y, w, h) to ~1e-7 relative.
         instances.pred_boxes = Boxes(torch.as_tensor(np.asarray(boxes_xyxy), dtype=torch.float32))
         instances.scores = torch.as_tensor(scores, dtype=torch.float32)
         dataset_dict.pop("annotations", None)

@@ -9,6 +9,7 @@ import torch
 
 from detectron2.data import DatasetCatalog
 
+from hrnext_d2 import geometry
 from hrnext_d2.data.build import build_topdown_instance_dicts
 from hrnext_d2.data.datasets import load_person_detections
 from hrnext_d2.data.datasets.keypoint_metadata import COCO_UPPER_BODY_IDS
@@ -213,10 +214,17 @@ def test_test_mode_gt_boxes_are_mmpose_persons():
     assert torch.equal(inst.scores, torch.ones(2))
     raw = json.load(open(shared_path("fixtures", "crowdpose", "annotations", "test_crowdpose.json")))
     boxes = [a["bbox"] for a in raw["annotations"] if a["image_id"] == 106848 and a["num_keypoints"] > 0]
-    for got, (x, y, w, h) in zip(inst.pred_boxes.tensor.tolist(), boxes):
+    clean = []
+    for x, y, w, h in boxes:
         x1, y1 = max(0, x), max(0, y)
         x2, y2 = min(639, x1 + max(0, w - 1)), min(424, y1 + max(0, h - 1))
-        np.testing.assert_allclose(got, [x1, y1, x2, y2], atol=1e-4)
+        clean.append([x1, y1, x2 - x1, y2 - y1])
+    # The model's XYXY -> XYWH gives the crops mmpose takes from the clean boxes (float32 Boxes).
+    got = inst.pred_boxes.tensor.numpy().astype(np.float64)
+    got_xywh = np.concatenate([got[:, :2], got[:, 2:] - got[:, :2]], axis=1)
+    np.testing.assert_allclose(got_xywh, clean, rtol=0, atol=1e-4)
+    for a, b in zip(geometry.box_xywh_to_center_scale(got_xywh), geometry.box_xywh_to_center_scale(np.array(clean))):
+        np.testing.assert_allclose(a, b, rtol=3e-7, atol=0)
 
 
 def test_test_mode_detection_boxes():
