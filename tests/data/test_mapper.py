@@ -1,6 +1,5 @@
 """TopDownDatasetMapper: golden crops/targets, augmentation invariants, test-time boxes, bad input."""
 import json
-import os
 
 import cv2
 import numpy as np
@@ -20,7 +19,6 @@ from tests.data.topdown_fixtures import (
     COCO_FIXTURE,
     COCO_FIXTURE_DET,
     CROWDPOSE_FIXTURE,
-    CROWDPOSE_FIXTURE_DET,
     register_fixture_datasets,
     tiny_cfg,
 )

@@ -1,7 +1,6 @@
 """Resuming after an interruption continues exactly like an uninterrupted run (CPU, fixed seed)."""
 import os
 
-import pytest
 import torch
 
 from detectron2.engine import HookBase

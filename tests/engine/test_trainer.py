@@ -5,12 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from detectron2.solver.build import maybe_add_gradient_clipping  # noqa: F401  (the wrapper used)
 
 from hrnext_d2.engine import Trainer
 from hrnext_d2.engine.trainer import apply_epoch_schedule, norm_for_world_size
 from hrnext_d2.solver import build_optimizer
-from tests.data.topdown_fixtures import COCO_FIXTURE, register_fixture_datasets, tiny_cfg
+from tests.data.topdown_fixtures import register_fixture_datasets, tiny_cfg
 
 
 class LayerNorm2d(nn.Module):
