@@ -113,13 +113,13 @@ def main(argv=None) -> int:
     reference.load_state_dict(ours.state_dict())
     x = torch.randn(args.batch, 3, *args.shape, generator=torch.Generator().manual_seed(1))
     print(f"HRNeXt-S + head, batch {args.batch}, {args.shape[0]}x{args.shape[1]}, {args.threads} threads, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}", flush=True)
 
     for m in (ours, reference):
         m.eval()
     with torch.no_grad():
         err = ((ours(x) - reference(x)).abs().max() / reference(x).abs().max()).item()
-    print(f"inference outputs: max rel difference ours vs reference {err:.2e}")
+    print(f"inference outputs: max rel difference ours vs reference {err:.2e}", flush=True)
     t = _alternate({"ours": lambda: _infer(ours, x), "reference": lambda: _infer(reference, x)}, args.repeats)
     _report("inference", t, args.batch, args.repeats)
 
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 def _report(what: str, t, batch: int, repeats: int) -> None:
     ips = {k: batch / v for k, v in t.items()}
     print(f"{what}: ours {ips['ours']:.2f} img/s, reference {ips['reference']:.2f} img/s, "
-          f"ratio {ips['ours'] / ips['reference']:.2f}x (medians of {repeats} alternating runs)")
+          f"ratio {ips['ours'] / ips['reference']:.2f}x (medians of {repeats} alternating runs)", flush=True)
 
 
 if __name__ == "__main__":
