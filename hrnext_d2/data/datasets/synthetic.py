@@ -404,8 +404,7 @@ def render_synthetic_crowd_image(spec: SyntheticCrowdSpec, index: int):
                 break
         else:
             continue
-        for k in ("head_c",):
-            sizes[k] = sizes[k] + shift
+        sizes["head_c"] = sizes["head_c"] + shift
         placed.append((kpts + shift, sizes))
         boxes.append(box)
 
