@@ -26,6 +26,7 @@ from .mapper import TopDownDatasetMapper
 
 __all__ = [
     "build_topdown_instance_dicts",
+    "build_topdown_instance_dicts_from_config",
     "TopDownInstanceDataset",
     "TopDownTrainingSampler",
     "build_topdown_train_loader",
@@ -148,6 +149,18 @@ class TopDownTrainingSampler(TrainingSampler):
             yield index, (self._seed, position)
 
 
+def build_topdown_instance_dicts_from_config(cfg) -> List[Dict[str, Any]]:
+    """The training instances of ``cfg.DATASETS.TRAIN`` with the config's crop and jitter settings."""
+    return build_topdown_instance_dicts(
+        cfg.DATASETS.TRAIN,
+        num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
+        image_size=cfg.INPUT.TOPDOWN.IMAGE_SIZE,
+        padding=cfg.MODEL.TOPDOWN.BOX_PADDING,
+        center_jitter_prob=cfg.INPUT.TOPDOWN.CENTER_JITTER_PROB,
+        seed=training_seed(cfg),
+    )
+
+
 def build_topdown_train_loader(
     cfg, *, instances: Optional[List[Dict[str, Any]]] = None, mapper: Optional[TopDownDatasetMapper] = None
 ) -> torchdata.DataLoader:
@@ -157,14 +170,7 @@ def build_topdown_train_loader(
     """
     seed = training_seed(cfg)
     if instances is None:
-        instances = build_topdown_instance_dicts(
-            cfg.DATASETS.TRAIN,
-            num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
-            image_size=cfg.INPUT.TOPDOWN.IMAGE_SIZE,
-            padding=cfg.MODEL.TOPDOWN.BOX_PADDING,
-            center_jitter_prob=cfg.INPUT.TOPDOWN.CENTER_JITTER_PROB,
-            seed=seed,
-        )
+        instances = build_topdown_instance_dicts_from_config(cfg)
     if mapper is None:
         mapper = TopDownDatasetMapper(cfg, True)
     dataset = TopDownInstanceDataset(instances, mapper)

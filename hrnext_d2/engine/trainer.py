@@ -32,7 +32,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import HRNeXtCheckpointer
 from ..data.build import (
-    build_topdown_instance_dicts,
+    build_topdown_instance_dicts_from_config,
     build_topdown_test_loader,
     build_topdown_train_loader,
     training_seed,
@@ -168,14 +168,7 @@ class Trainer(DefaultTrainer):
         cfg = self.auto_scale_workers(cfg, world_size)
         cfg = norm_for_world_size(cfg, world_size)
         cfg = _with_fixed_seed(cfg)
-        instances = build_topdown_instance_dicts(
-            cfg.DATASETS.TRAIN,
-            num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
-            image_size=cfg.INPUT.TOPDOWN.IMAGE_SIZE,
-            padding=cfg.MODEL.TOPDOWN.BOX_PADDING,
-            center_jitter_prob=cfg.INPUT.TOPDOWN.CENTER_JITTER_PROB,
-            seed=training_seed(cfg),
-        )
+        instances = build_topdown_instance_dicts_from_config(cfg)
         cfg = apply_epoch_schedule(cfg, len(instances))
 
         model = self.build_model(cfg)
