@@ -5,7 +5,7 @@ head's flip shift) bit for bit under numpy 1.x promotion rules. Quirk numbers re
 README of the top-down math. Decoding is vectorised over persons and joints; only the DARK blur loops
 (one ``cv2.GaussianBlur`` per channel, which exact equality needs).
 """
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -272,6 +272,16 @@ def result_boxes(centers: np.ndarray, scales: np.ndarray, box_scores: Optional[n
     return out
 
 
+def _paste_clipped(channel: np.ndarray, patch: np.ndarray, ul: List[int], br: List[int]) -> None:
+    """Write ``patch`` (placed with its corners at ``ul``/``br``) into ``channel``, clipped to it."""
+    h, w = channel.shape
+    g_x = max(0, -ul[0]), min(br[0], w) - ul[0]
+    g_y = max(0, -ul[1]), min(br[1], h) - ul[1]
+    img_x = max(0, ul[0]), min(br[0], w)
+    img_y = max(0, ul[1]), min(br[1], h)
+    channel[img_y[0] : img_y[1], img_x[0] : img_x[1]] = patch[g_y[0] : g_y[1], g_x[0] : g_x[1]]
+
+
 class HeatmapCodec:
     """Keypoints <-> heatmaps for one crop size: mmpose 0.23's MSRA (or UDP) targets and decoding.
 
@@ -386,11 +396,7 @@ class HeatmapCodec:
             if ul[0] >= w or ul[1] >= h or br[0] < 0 or br[1] < 0:
                 target_weight[j] = 0
             if target_weight[j] > 0.5:
-                g_x = max(0, -ul[0]), min(br[0], w) - ul[0]
-                g_y = max(0, -ul[1]), min(br[1], h) - ul[1]
-                img_x = max(0, ul[0]), min(br[0], w)
-                img_y = max(0, ul[1]), min(br[1], h)
-                target[j, img_y[0] : img_y[1], img_x[0] : img_x[1]] = g[g_y[0] : g_y[1], g_x[0] : g_x[1]]
+                _paste_clipped(target[j], g, ul, br)
         return target, target_weight
 
     def _encode_udp(self, joints: np.ndarray, vis: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -419,11 +425,7 @@ class HeatmapCodec:
             y0 = size // 2 + (mu_y_ac - mu_y)
             g, _ = self._gaussian_patch(np.float64(x0), np.float64(y0))
             if target_weight[j] > 0.5:
-                g_x = max(0, -ul[0]), min(br[0], w) - ul[0]
-                g_y = max(0, -ul[1]), min(br[1], h) - ul[1]
-                img_x = max(0, ul[0]), min(br[0], w)
-                img_y = max(0, ul[1]), min(br[1], h)
-                target[j, img_y[0] : img_y[1], img_x[0] : img_x[1]] = g[g_y[0] : g_y[1], g_x[0] : g_x[1]]
+                _paste_clipped(target[j], g, ul, br)
         return target, target_weight
 
     # ----------------------------------------------------------------------------------- decode
