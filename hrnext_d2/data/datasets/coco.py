@@ -48,6 +48,17 @@ def missing_file_error(path: str, what: str = "annotation file") -> FileNotFound
     )
 
 
+def read_json_file(json_file: str, what: str = "annotation file"):
+    """Parsed json of ``json_file``; a missing file or invalid json is an error naming the file."""
+    if not os.path.isfile(json_file):
+        raise missing_file_error(json_file, what)
+    try:
+        with open(json_file) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_file}: not valid json ({e})") from e
+
+
 def _finite_numbers(values) -> bool:
     try:
         return all(math.isfinite(float(v)) for v in values)
@@ -80,13 +91,7 @@ def load_topdown_coco_json(
     the file has it. Segmentations are not loaded (top-down pose does not use them; COCO train's
     polygons would dominate the memory of the dicts).
     """
-    if not os.path.isfile(json_file):
-        raise missing_file_error(json_file)
-    try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{json_file}: not valid json ({e})") from e
+    data = read_json_file(json_file)
     if not isinstance(data, dict):
         raise ValueError(f"{json_file}: expected a COCO json object with 'images' and 'annotations'")
     for key in ("images", "annotations", "categories"):

@@ -1,11 +1,11 @@
 """Person detections (COCO results format) used as test-time boxes of top-down pose estimation."""
-import json
 import math
-import os
 from collections import defaultdict
 from typing import Dict, Tuple
 
 import numpy as np
+
+from .coco import read_json_file
 
 __all__ = ["load_person_detections"]
 
@@ -19,15 +19,7 @@ def load_person_detections(json_file: str, score_thresh: float = 0.0) -> Dict[in
     dropped. Boxes keep their raw numbers and their order in the file; images without a kept box are
     absent from the result.
     """
-    if not os.path.isfile(json_file):
-        from .coco import missing_file_error
-
-        raise missing_file_error(json_file, "person detections file")
-    try:
-        with open(json_file) as f:
-            dets = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{json_file}: not valid json ({e})") from e
+    dets = read_json_file(json_file, "person detections file")
     if not isinstance(dets, list):
         raise ValueError(
             f"{json_file}: expected a list of detections in COCO results format "
