@@ -154,7 +154,7 @@ def build_keypoint_metadata(
     keypoint_upper_body_ids: Optional[Sequence[int]] = None,
     keypoint_lower_body_ids: Optional[Sequence[int]] = None,
 ) -> Dict[str, object]:
-    """Validated keypoint metadata (the keys of CONVENTIONS: names, flip map/pairs, rules, sigmas, ids).
+    """Validated keypoint metadata (names, flip map and pairs, skeleton rules, sigmas, body-part ids).
 
     Sigmas default to 0.025 per keypoint when not given (a neutral OKS tolerance, with a warning
     left to the caller); body-part ids default to a guess from the names.
