@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 import torch
+from detectron2.modeling import build_backbone, build_model
 from fvcore.nn import FlopCountAnalysis, parameter_count
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
+
+from .layers import formulation as formulation_context
 
 __all__ = ["ComplexityReport", "build_pose_model_for_counting", "count_complexity", "summarize_config",
            "PAPER_COUNTER_NOTE"]
@@ -94,8 +97,6 @@ def build_pose_model_for_counting(cfg) -> Tuple[nn.Module, nn.Module, str]:
     Uses the registered meta-architecture (`build_model`) when it provides `forward_crops`; otherwise
     the backbone + a final conv with MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS outputs.
     """
-    from detectron2.modeling import build_backbone, build_model
-
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
@@ -118,30 +119,20 @@ def count_complexity(runner: nn.Module, counted: nn.Module, image_hw: Tuple[int,
     (1, 3, H, W) crop, in eval mode, with the backbone's ops in the given formulation and no folding."""
     if formulation not in ("reference", "fast"):
         raise ValueError(f"formulation must be 'reference' or 'fast', got {formulation!r}")
-    backbone = counted.backbone
     params = sum(parameter_count(m)[""] for m in (counted.backbone, counted.keypoint_head))
-    saved = {id(m): (getattr(m, "fast_ops", None), getattr(m, "fuse_inference", None)) for m in backbone.modules()}
     was_training = runner.training
     runner.eval()
-    if hasattr(backbone, "set_formulation"):
-        backbone.set_formulation(fast_ops=formulation == "fast", fuse_inference=False)
+    h, w = (int(v) for v in image_hw)
     try:
-        h, w = (int(v) for v in image_hw)
-        x = torch.zeros(1, 3, h, w)
-        fa = FlopCountAnalysis(runner, (x,)).set_op_handle(**EXTRA_HANDLES)
-        fa.unsupported_ops_warnings(False)
-        fa.uncalled_modules_warnings(False)
-        with torch.no_grad():
-            total = fa.total()
-        by_op = dict(fa.by_operator())
-        uncounted = dict(Counter(fa.unsupported_ops()))
+        with formulation_context(counted.backbone, fast_ops=formulation == "fast", fuse_inference=False):
+            fa = FlopCountAnalysis(runner, (torch.zeros(1, 3, h, w),)).set_op_handle(**EXTRA_HANDLES)
+            fa.unsupported_ops_warnings(False)
+            fa.uncalled_modules_warnings(False)
+            with torch.no_grad():
+                total = fa.total()
+            by_op = dict(fa.by_operator())
+            uncounted = dict(Counter(fa.unsupported_ops()))
     finally:
-        for m in backbone.modules():
-            fast, fuse = saved[id(m)]
-            if fast is not None:
-                m.fast_ops = fast
-            if fuse is not None:
-                m.fuse_inference = fuse
         runner.train(was_training)
     return ComplexityReport(params, int(total), (h, w), model_name or type(runner).__name__, formulation,
                             by_op, uncounted)

@@ -216,3 +216,19 @@ def test_initialisation():
     bound = (6.0 / 64) ** 0.5
     assert bank.abs().max() <= bound and bank[0].std() > 0.5 * bound / 3 ** 0.5
     assert torch.all(model.layer1[0].layer_scale_3 == 1e-2)
+
+
+def test_formulation_switch_is_one_mechanism_and_restores():
+    from hrnext_d2.modeling.layers import FormulationMixin, FusedInferenceMixin, formulation
+
+    model = _build(S_CFG, "MODEL.HRNEXT.FAST_OPS", True, "MODEL.HRNEXT.FUSE_INFERENCE", True)
+    switchable = [m for m in model.modules() if isinstance(m, FormulationMixin)]
+    fused = [m for m in model.modules() if isinstance(m, FusedInferenceMixin)]
+    assert len(switchable) > 100 and len(fused) > 50
+    # every module that reads `fast_ops` is a FormulationMixin (nothing left to a hasattr walk)
+    assert all(isinstance(m, FormulationMixin) for m in model.modules() if "fast_ops" in vars(m))
+    model.layer1[0].fast_ops = False  # one module set differently by hand
+    with formulation(model, fast_ops=False, fuse_inference=False):
+        assert not any(m.fast_ops for m in switchable) and not any(m.fuse_inference for m in fused)
+    assert model.layer1[0].fast_ops is False and model.stage2[0].branches[0][0].fast_ops is True
+    assert all(m.fuse_inference for m in fused)

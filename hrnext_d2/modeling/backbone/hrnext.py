@@ -22,12 +22,13 @@ from ..layers import (
     ChannelsLastLayerNorm,
     DConv,
     DropPath,
+    FormulationMixin,
     FusedInferenceMixin,
-    clear_all_fused_caches,
     dilated_depthwise_conv2d,
     fold_conv_norm,
     is_foldable_norm,
     norm_scale_shift,
+    set_formulation,
 )
 
 __all__ = ["HRNeXt", "build_hrnext_backbone", "HighResolutionContextBlock", "HighResolutionContextModule"]
@@ -47,7 +48,7 @@ class DynamicLocalPerception(nn.Module):
         return F.gelu(self.norm(self.dw3x3(x)))
 
 
-class GlobalSpatialAttention(nn.Module):
+class GlobalSpatialAttention(FormulationMixin, nn.Module):
     """Spatial gate: x * BN(1x1(BN(7x7 dw dilation 3(BN(5x5 dw(x))))))."""
 
     def __init__(self, dim: int, norm: str):
@@ -58,7 +59,6 @@ class GlobalSpatialAttention(nn.Module):
         self.norm2 = get_norm(norm, dim)
         self.pw = nn.Conv2d(dim, dim, 1, bias=False)
         self.norm3 = get_norm(norm, dim)
-        self.fast_ops = True
 
     def dilated(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         if self.fast_ops:
@@ -107,7 +107,7 @@ class DynamicFFN(nn.Module):
         return self.norm3(self.proj2(x))
 
 
-class HighResolutionContextBlock(FusedInferenceMixin, nn.Module):
+class HighResolutionContextBlock(FormulationMixin, FusedInferenceMixin, nn.Module):
     """Context block: x += DropPath(s1 * DLP(x)); x += DropPath(s2 * GFFN(BN(x)));
     x += DropPath(s3 * DFFN(BN(x)))."""
 
@@ -124,7 +124,6 @@ class HighResolutionContextBlock(FusedInferenceMixin, nn.Module):
         self.mlp2 = DynamicFFN(dim, int(dim * mlp_ratio), num_kernels, norm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.with_cp = with_cp
-        self.fast_ops = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_active():
@@ -194,7 +193,7 @@ class ConvNormAct(FusedInferenceMixin, nn.Sequential):
         return F.gelu(self[1](self[0](x)))
 
 
-class UpsampleFuse(FusedInferenceMixin, nn.Sequential):
+class UpsampleFuse(FormulationMixin, FusedInferenceMixin, nn.Sequential):
     """Fuse step from a coarser branch: 1x1 conv + norm + bilinear upsampling by 2^(j-i), then (in
     forward) a second bilinear resize to the target branch's exact size, as the reference."""
 
@@ -204,7 +203,6 @@ class UpsampleFuse(FusedInferenceMixin, nn.Sequential):
             get_norm(norm, out_channels),
             nn.Upsample(scale_factor=scale, mode="bilinear", align_corners=False),
         )
-        self.fast_ops = True
 
     def _compute_fused(self):
         return fold_conv_norm(self[0].weight, None, self[1])
@@ -465,12 +463,7 @@ class HRNeXt(FusedInferenceMixin, Backbone):
     def set_formulation(self, fast_ops: Optional[bool] = None, fuse_inference: Optional[bool] = None) -> None:
         """Switch every submodule between the reference ops and the fast ones (`fast_ops`) and
         enable/disable folded inference; the function computed stays the same."""
-        for m in self.modules():
-            if fast_ops is not None and hasattr(m, "fast_ops"):
-                m.fast_ops = bool(fast_ops)
-            if fuse_inference is not None and isinstance(m, FusedInferenceMixin):
-                m.fuse_inference = bool(fuse_inference)
-        clear_all_fused_caches(self)
+        set_formulation(self, fast_ops, fuse_inference)
 
     # Folded stem: only the stem's tensors key its cache.
     def _fold_source_modules(self):

@@ -3,6 +3,7 @@ drop path, channels-last LayerNorm, and the folded inference forms."""
 from .dilated_depthwise import dilated_depthwise_conv2d
 from .drop_path import DropPath
 from .dynamic_conv import DConv, DynamicKernelAggregation, KernelAggregation, KernelAttention
+from .formulation import FormulationMixin, formulation, set_formulation
 from .fused import FusedInferenceMixin, clear_all_fused_caches
 from .norm import ChannelsLastLayerNorm, fold_conv_norm, is_foldable_norm, norm_scale_shift
 
@@ -13,6 +14,9 @@ __all__ = [
     "DynamicKernelAggregation",
     "KernelAggregation",
     "KernelAttention",
+    "FormulationMixin",
+    "formulation",
+    "set_formulation",
     "FusedInferenceMixin",
     "clear_all_fused_caches",
     "ChannelsLastLayerNorm",

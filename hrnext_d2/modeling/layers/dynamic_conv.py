@@ -10,7 +10,6 @@ and a folded inference form (`DConv.fold` / `DConv.apply_folded`) in which the B
 conv, an optional multiplier (layer scale) and an optional per-channel affine map on the input (a
 BatchNorm before a 1x1 conv) are folded into the kernel bank and the attention branch.
 """
-import math
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -19,6 +18,7 @@ from detectron2.layers import get_norm
 from detectron2.utils import comm
 from torch import nn
 
+from .formulation import FormulationMixin
 from .norm import norm_scale_shift
 
 
@@ -66,7 +66,7 @@ class KernelAttention(nn.Module):
         return torch.sigmoid(torch.addmm(f["b2"], h, f["w2"].t()))
 
 
-class KernelAggregation(nn.Module):
+class KernelAggregation(FormulationMixin, nn.Module):
     """The kernel bank `weight` [K, out, in/groups, k, k] (no bias, as every HRNeXt dynamic conv) and
     the convolution with the attention-weighted kernel of each sample."""
 
@@ -78,7 +78,6 @@ class KernelAggregation(nn.Module):
         self.dilation, self.groups, self.num_kernels = dilation, groups, num_kernels
         self.weight = nn.Parameter(
             torch.empty(num_kernels, out_channels, in_channels // groups, kernel_size, kernel_size))
-        self.fast_ops = True
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

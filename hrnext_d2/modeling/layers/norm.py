@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
+from .formulation import FormulationMixin
 
-class ChannelsLastLayerNorm(nn.Module):
+
+class ChannelsLastLayerNorm(FormulationMixin, nn.Module):
     """LayerNorm over channels of an NCHW tensor, computed in channels-last layout (eps 1e-6).
 
     The reference permutes to NHWC, normalises the last dim and permutes back; the parameters live in
@@ -17,7 +19,6 @@ class ChannelsLastLayerNorm(nn.Module):
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
         self.norm = nn.LayerNorm(channels, eps=eps)
-        self.fast_ops = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast_ops:
