@@ -3,7 +3,6 @@
 Detectron2's own ``build_optimizer`` builds SGD only. The paper trains with AdamW (betas
 SOLVER.BETAS, decoupled weight decay) and no decay on norms, biases and layer scales.
 """
-import logging
 from typing import Any, Dict, List, Set
 
 import torch
@@ -17,8 +16,6 @@ from detectron2.solver.build import (
 
 __all__ = ["get_optimizer_params", "build_optimizer"]
 
-logger = logging.getLogger(__name__)
-
 LAYER_SCALE_PREFIX = "layer_scale"
 
 
@@ -31,7 +28,11 @@ def _is_norm_module(module: torch.nn.Module) -> bool:
 def get_optimizer_params(cfg: CfgNode, model: torch.nn.Module) -> List[Dict[str, Any]]:
     """Parameter groups: SOLVER.WEIGHT_DECAY for weights; WEIGHT_DECAY_NORM for every norm's
     parameters; WEIGHT_DECAY_BIAS (and BIAS_LR_FACTOR) for biases; WEIGHT_DECAY_LAYER_SCALE for
-    parameters named ``layer_scale*``."""
+    parameters named ``layer_scale*``.
+
+    For torch's norm classes this is exactly ``get_default_optimizer_params(..., overrides=...)``
+    (tested for BN, FrozenBN, naiveSyncBN); the extra pass exists for norms Detectron2's list does
+    not know, such as ``detectron2.layers.batch_norm.LayerNorm`` (channels-first, used by ViTDet), whose weights would decay."""
     layer_scale_names = {
         name.rsplit(".", 1)[-1]
         for name, _ in model.named_parameters()
