@@ -10,41 +10,20 @@ inference (eval, no_grad) and for a training step (forward + MSE + backward), an
 Run-to-run noise on a shared machine is large: compare only numbers from the same run.
 """
 import argparse
-import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_backbone
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+from hrnext_d2 import add_hrnext_config
+from hrnext_d2.checkpoint.synthetic_weights import fill_like_official
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _fill_realistic(model: nn.Module, seed: int = 0) -> None:
-    """Trained-like magnitudes (BN statistics, layer scales ~0.1, unit-variance kernels), so no
-    denormals or vanishing activations distort the timings."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, v in model.state_dict().items():
-        if not v.is_floating_point():
-            sd[k] = v
-        elif k.endswith("running_var"):
-            sd[k] = torch.rand(v.shape, generator=g) * 0.5 + 0.75
-        elif k.endswith("running_mean"):
-            sd[k] = torch.randn(v.shape, generator=g) * 0.1
-        elif "layer_scale" in k:
-            sd[k] = (torch.rand(v.shape, generator=g) * 0.5 + 0.5) * 0.2
-        elif v.dim() == 1:
-            r = torch.randn(v.shape, generator=g)
-            sd[k] = 1 + 0.1 * r if k.endswith(".weight") else 0.1 * r
-        else:
-            fan = math.prod(v.shape[2:]) if v.dim() == 5 else math.prod(v.shape[1:])
-            sd[k] = torch.randn(v.shape, generator=g) / math.sqrt(fan)
-    model.load_state_dict(sd)
 
 
 class PoseNet(nn.Module):
@@ -59,11 +38,6 @@ class PoseNet(nn.Module):
 
 
 def build(config_file: str, fast: bool, fuse: bool) -> PoseNet:
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_backbone
-
-    from hrnext_d2 import add_hrnext_config
-
     cfg = get_cfg()
     add_hrnext_config(cfg)
     cfg.merge_from_file(config_file)
@@ -108,7 +82,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ours = build(args.config_file, fast=True, fuse=True)
-    _fill_realistic(ours)
+    fill_like_official(ours, seed=0)  # trained-like magnitudes: no denormals, real BN folding
     reference = build(args.config_file, fast=False, fuse=False)
     reference.load_state_dict(ours.state_dict())
     x = torch.randn(args.batch, 3, *args.shape, generator=torch.Generator().manual_seed(1))

@@ -10,19 +10,15 @@ config builds (a wrong variant is reported with the keys at fault).
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
 
-from hrnext_d2.checkpoint.mmpose_converter import MMPoseCheckpointError, convert_mmpose_checkpoint  # noqa: E402
+from hrnext_d2 import add_hrnext_config
+from hrnext_d2.checkpoint.mmpose_converter import MMPoseCheckpointError, convert_mmpose_checkpoint
 
 
 def _expected_from_config(config_file: str, opts):
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    from hrnext_d2 import add_hrnext_config
-
     cfg = get_cfg()
     add_hrnext_config(cfg)
     cfg.merge_from_file(config_file)

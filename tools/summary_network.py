@@ -8,9 +8,12 @@ The default input is INPUT.TOPDOWN.IMAGE_SIZE (width, height) of the config; --s
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from detectron2.config import get_cfg
+
+from hrnext_d2 import add_hrnext_config
+from hrnext_d2.modeling.complexity import summarize_config
 
 
 def main(argv=None) -> int:
@@ -22,12 +25,6 @@ def main(argv=None) -> int:
                    help="ops to trace: the reference formulation (default, as the published figures) or ours")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
-
-    import torch
-    from detectron2.config import get_cfg
-
-    from hrnext_d2 import add_hrnext_config
-    from hrnext_d2.modeling.complexity import summarize_config
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = get_cfg()

@@ -11,7 +11,6 @@ Examples:
     tools/visualize.py --config-file CFG --input a.jpg b.jpg MODEL.WEIGHTS W.pth
 """
 import argparse
-import logging
 import os
 import sys
 
@@ -74,7 +73,7 @@ def main(argv=None) -> list:
         )
     for path in paths:
         print(path)
-    logging.getLogger("visualize").info(f"wrote {len(paths)} image(s) to {output}")
+    logger.info(f"wrote {len(paths)} image(s) to {output}")
     return paths
 
 
