@@ -26,3 +26,11 @@ def _torch_threads():
 
     torch.set_num_threads(2)
     yield
+
+
+def tool_env(**extra: str) -> dict:
+    """Environment for running a tool of this clone in a subprocess: this clone's package first on
+    the path (not whichever clone was installed last), plus `extra`."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    return env

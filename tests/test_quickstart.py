@@ -13,6 +13,9 @@ from hrnext_d2.data.datasets.synthetic import SyntheticCrowdSpec, register_synth
 
 from .conftest import REPO_ROOT
 
+# End to end (processes, training runs): deselect with -m "not slow".
+pytestmark = pytest.mark.slow
+
 QUICKSTART = REPO_ROOT / "configs" / "quickstart" / "hrnext_small_synthetic.yaml"
 
 

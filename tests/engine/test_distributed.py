@@ -12,6 +12,9 @@ from detectron2.utils import comm
 from hrnext_d2.engine import Trainer
 from tests.data.topdown_fixtures import register_fixture_datasets, tiny_cfg
 
+# End to end (processes, training runs): deselect with -m "not slow".
+pytestmark = pytest.mark.slow
+
 
 def _cfg(out_dir):
     cfg = tiny_cfg(out_dir)

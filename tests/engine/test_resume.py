@@ -1,12 +1,16 @@
 """Resuming after an interruption continues exactly like an uninterrupted run (CPU, fixed seed)."""
 import os
 
+import pytest
 import torch
 
 from detectron2.engine import HookBase
 
 from hrnext_d2.engine import Trainer
 from tests.data.topdown_fixtures import register_fixture_datasets, tiny_cfg
+
+# End to end (processes, training runs): deselect with -m "not slow".
+pytestmark = pytest.mark.slow
 
 
 class _Crash(RuntimeError):

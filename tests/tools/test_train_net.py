@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from hrnext_d2.checkpoint import convert_mmpose_checkpoint
-from tests.conftest import REPO_ROOT, shared_path
+from tests.conftest import REPO_ROOT, shared_path, tool_env
 from tests.golden_weights import manifest, official_state_dict
+
+# End to end (processes, training runs): deselect with -m "not slow".
+pytestmark = pytest.mark.slow
 
 CONFIG = "configs/crowdpose/hrnext_small_crowdpose_256x192.yaml"
 TABLE_HEADER = "AP(easy)"
@@ -31,7 +34,7 @@ def _crowdpose_root(tmp_path):
 
 
 def _run(args, root, timeout=600):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="2")
+    env = tool_env(DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="2")
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tools" / "train_net.py"), *args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
