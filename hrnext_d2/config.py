@@ -53,7 +53,7 @@ def _add_topdown_config(cfg: CN) -> None:
     cfg.MODEL.TOPDOWN = CN()
     # Backbone output the head reads.
     cfg.MODEL.TOPDOWN.IN_FEATURE = "stride4"
-    # Keypoint head (registered in ROI_KEYPOINT_HEAD_REGISTRY; NUM_KEYPOINTS is
+    # Crop-level keypoint head (registered in hrnext_d2's TOPDOWN_HEAD_REGISTRY; NUM_KEYPOINTS is
     # MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS).
     cfg.MODEL.TOPDOWN.HEAD = CN()
     cfg.MODEL.TOPDOWN.HEAD.NAME = "TopdownHeatmapSimpleHead"
@@ -87,7 +87,8 @@ def _add_topdown_config(cfg: CN) -> None:
     cfg.MODEL.TOPDOWN.OKS_THR = 0.9
     cfg.MODEL.TOPDOWN.MAX_DETS = 20
     # Keypoint OKS sigmas for NMS and flip pairs (keypoint index pairs) for flip test and training.
-    # Empty = taken from the metadata of the first of DATASETS.TEST / DATASETS.TRAIN, else COCO's.
+    # Empty = from the metadata of the first registered dataset of DATASETS.TRAIN, DATASETS.TEST,
+    # else COCO's for 17 keypoints (hrnext_d2.data.datasets.resolve_keypoint_metadata).
     cfg.MODEL.TOPDOWN.OKS_SIGMAS = []
     cfg.MODEL.TOPDOWN.FLIP_PAIRS = []
     # Where inference boxes come from, in order: input `instances` (gt_boxes / pred_boxes + scores)
@@ -117,7 +118,7 @@ def _add_input_config(cfg: CN) -> None:
     # Horizontal flip probability (with the dataset's keypoint_flip_map).
     cfg.INPUT.TOPDOWN.FLIP_PROB = 0.5
     # Half-body transform: probability, minimum visible keypoints (8 COCO, 6 CrowdPose), and the
-    # upper-body keypoint indices (empty = from metadata `keypoint_upper_body_ids`).
+    # upper-body keypoint indices (empty = from metadata `keypoint_upper_body_ids`, as OKS_SIGMAS).
     cfg.INPUT.TOPDOWN.HALF_BODY_PROB = 0.3
     cfg.INPUT.TOPDOWN.HALF_BODY_MIN_KEYPOINTS = 8
     cfg.INPUT.TOPDOWN.UPPER_BODY_IDS = []

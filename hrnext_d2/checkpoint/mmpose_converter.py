@@ -11,10 +11,12 @@ import logging
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..modeling.backbone.hrnext import HRNeXt
 
 __all__ = [
     "MMPoseCheckpointError",
@@ -142,8 +144,6 @@ def _compare(expected: Mapping[str, torch.Size], got: Mapping[str, torch.Tensor]
 
 
 def _hrnext_expected_shapes(arch: Dict) -> "OrderedDict[str, torch.Size]":
-    from ..modeling.backbone.hrnext import HRNeXt
-
     with torch.device("meta"):
         model = HRNeXt(stages=arch["stages"], stem_width=arch["stem_width"],
                        multi_scale_output=arch["multi_scale_output"], fuse_inference=False)

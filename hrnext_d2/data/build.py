@@ -20,7 +20,7 @@ from detectron2.data.common import DatasetFromList
 from detectron2.data.samplers import InferenceSampler, TrainingSampler
 from detectron2.utils import comm
 
-from .. import geometry
+from ..topdown import geometry
 from .instances import select_pose_annotations
 from .mapper import TopDownDatasetMapper
 

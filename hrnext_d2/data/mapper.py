@@ -3,13 +3,13 @@ one image -> image + person boxes (test).
 
 Training follows mmpose 0.23's pipeline in its order: TopDownRandomFlip, TopDownHalfBodyTransform,
 TopDownGetRandomScaleRotation, TopDownAffine, TopDownGenerateTarget. The crop uses the same
-center/scale convention and affine code (``hrnext_d2.geometry``) as the model's inference, and the
-targets come from the head's codec, so training and inference cannot drift apart.
+center/scale convention and affine code (``hrnext_d2.topdown.geometry``) as the model's inference,
+and the targets come from the same codec that decodes, so training and inference cannot drift apart.
 """
 import copy
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,11 +19,13 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from .. import geometry
-from ..modeling.codecs import HeatmapCodec
+from ..topdown import geometry
+from ..topdown.codec import HeatmapCodec
+from .datasets.detections import load_person_detections
+from .datasets.keypoint_metadata import resolve_keypoint_metadata
 from .instances import select_pose_annotations
 
-__all__ = ["TopDownDatasetMapper", "read_image_or_fail", "resolve_keypoint_info"]
+__all__ = ["TopDownDatasetMapper", "read_image_or_fail", "resolve_test_boxes"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,41 +39,6 @@ def read_image_or_fail(file_name: str, image_format: str) -> np.ndarray:
     if image is None or image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise RuntimeError(f"Cannot read image {file_name!r}: decoded to an empty array")
     return image
-
-
-def _metadata_names(cfg) -> List[str]:
-    return [n for n in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN) if n]
-
-
-def resolve_keypoint_info(cfg, dataset_name: Optional[str] = None) -> Dict[str, Any]:
-    """Flip pairs and upper-body ids: config first, else the dataset metadata, else COCO's."""
-    names = [dataset_name] if dataset_name else []
-    names += list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    flip_pairs = [tuple(p) for p in cfg.MODEL.TOPDOWN.FLIP_PAIRS]
-    upper = list(cfg.INPUT.TOPDOWN.UPPER_BODY_IDS)
-    for name in names:
-        if not name:
-            continue
-        meta = MetadataCatalog.get(name)
-        if not flip_pairs and hasattr(meta, "keypoint_flip_pairs"):
-            flip_pairs = [tuple(p) for p in meta.keypoint_flip_pairs]
-        if not upper and hasattr(meta, "keypoint_upper_body_ids"):
-            upper = list(meta.keypoint_upper_body_ids)
-    k = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
-    if not flip_pairs or not upper:
-        if k != 17:
-            raise ValueError(
-                f"No flip pairs / upper-body ids for {k} keypoints: set MODEL.TOPDOWN.FLIP_PAIRS and "
-                f"INPUT.TOPDOWN.UPPER_BODY_IDS, or register datasets {names} with keypoint metadata"
-            )
-        from .datasets.keypoint_metadata import COCO_UPPER_BODY_IDS
-
-        flip_pairs = flip_pairs or [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
-        upper = upper or list(COCO_UPPER_BODY_IDS)
-    for a, b in flip_pairs:
-        if not (0 <= a < k and 0 <= b < k):
-            raise ValueError(f"flip pair ({a}, {b}) out of range for {k} keypoints")
-    return {"flip_pairs": flip_pairs, "upper_body_ids": upper}
 
 
 class TopDownDatasetMapper:
@@ -146,15 +113,16 @@ class TopDownDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None) -> Dict[str, Any]:
-        info = resolve_keypoint_info(cfg, dataset_name)
+        names = [dataset_name] if dataset_name else None
+        info = resolve_keypoint_metadata(cfg, names)
         t = cfg.INPUT.TOPDOWN
         ret = {
             "is_train": is_train,
             "image_format": cfg.INPUT.FORMAT,
             "image_size": tuple(t.IMAGE_SIZE),
             "num_keypoints": cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
-            "flip_pairs": info["flip_pairs"],
-            "upper_body_ids": info["upper_body_ids"],
+            "flip_pairs": info.flip_pairs,
+            "upper_body_ids": info.upper_body_ids,
             "flip_prob": t.FLIP_PROB,
             "half_body_prob": t.HALF_BODY_PROB,
             "half_body_min_keypoints": t.HALF_BODY_MIN_KEYPOINTS,
@@ -338,8 +306,6 @@ def resolve_test_boxes(cfg, dataset_name: str) -> Any:
             f"Person detections for {dataset_name!r} not found: {source!r} "
             "(DATASETS.TEST_BOXES or the dataset's test_box_source)"
         )
-    from .datasets.detections import load_person_detections
-
     dets = load_person_detections(source, score_thresh=cfg.DATASETS.DET_SCORE_THRESH)
     logger.info(
         f"Test boxes for {dataset_name}: {sum(len(v[1]) for v in dets.values())} person detections "

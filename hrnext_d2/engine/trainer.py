@@ -23,6 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
@@ -37,6 +38,7 @@ from ..data.build import (
     build_topdown_train_loader,
     training_seed,
 )
+from ..evaluation.keypoint_evaluator import TopDownKeypointEvaluator
 from ..solver import build_optimizer
 
 __all__ = ["Trainer", "create_ddp_model", "norm_for_world_size", "apply_epoch_schedule"]
@@ -63,7 +65,7 @@ def norm_for_world_size(cfg: CfgNode, world_size: int) -> CfgNode:
     cfg.MODEL.HRNEXT.NORM = new
     if frozen:
         cfg.freeze()
-    logging.getLogger(__name__).info(f"MODEL.HRNEXT.NORM {norm} -> {new} for {world_size} process(es)")
+    logger.info(f"MODEL.HRNEXT.NORM {norm} -> {new} for {world_size} process(es)")
     return cfg
 
 
@@ -89,7 +91,7 @@ def apply_epoch_schedule(cfg: CfgNode, num_instances: int) -> CfgNode:
         cfg.SOLVER.CHECKPOINT_PERIOD = to_iters(ckpt_epochs)
     if eval_epochs > 0:
         cfg.TEST.EVAL_PERIOD = to_iters(eval_epochs)
-    logging.getLogger(__name__).info(
+    logger.info(
         f"{num_instances} training instances, batch {bs}: MAX_ITER {cfg.SOLVER.MAX_ITER} "
         f"({epochs} epochs), CHECKPOINT_PERIOD {cfg.SOLVER.CHECKPOINT_PERIOD}, "
         f"TEST.EVAL_PERIOD {cfg.TEST.EVAL_PERIOD}"
@@ -122,7 +124,7 @@ def _with_fixed_seed(cfg: CfgNode) -> CfgNode:
     cfg.SEED = seed
     if frozen:
         cfg.freeze()
-    logging.getLogger(__name__).info(f"SEED -1: the data pipeline uses seed {seed} (set SEED {seed} to repeat it)")
+    logger.info(f"SEED -1: the data pipeline uses seed {seed} (set SEED {seed} to repeat it)")
     return cfg
 
 
@@ -271,7 +273,7 @@ class Trainer(DefaultTrainer):
         cfg = norm_for_world_size(cfg, comm.get_world_size())
         model = build_model(cfg)
         n = sum(p.numel() for p in model.parameters())
-        logging.getLogger(__name__).info(f"Model {type(model).__name__}: {n:,} parameters")
+        logger.info(f"Model {type(model).__name__}: {n:,} parameters")
         return model
 
     @classmethod
@@ -292,8 +294,13 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
-        from ..evaluation.keypoint_evaluator import TopDownKeypointEvaluator
-
+        """The keypoint protocol of the dataset's metadata (`keypoint_protocol`, set by every
+        top-down registration, Detectron2's COCO keypoint builtins included)."""
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        if MetadataCatalog.get(dataset_name).get("keypoint_protocol") is None:
+            raise ValueError(
+                f"dataset {dataset_name!r} has no 'keypoint_protocol' in its metadata: register it with "
+                "hrnext_d2.data.datasets.register_topdown_keypoint_dataset to evaluate keypoints"
+            )
         return TopDownKeypointEvaluator(dataset_name, output_dir=output_folder, distributed=True)

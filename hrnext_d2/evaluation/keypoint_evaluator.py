@@ -25,7 +25,11 @@ from collections import OrderedDict
 from typing import Dict, List, Optional
 
 import numpy as np
+import pycocotools.coco
+import pycocotools.cocoeval
 import torch
+import xtcocotools.coco
+import xtcocotools.cocoeval
 
 import detectron2.utils.comm as comm
 from detectron2.data import MetadataCatalog
@@ -35,7 +39,12 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
+from ..data.datasets.coco import missing_file_error
+from ..data.datasets.keypoint_metadata import resolve_keypoint_metadata
+
 __all__ = ["TopDownKeypointEvaluator", "COCO_KEYPOINT_METRICS", "CROWDPOSE_KEYPOINT_METRICS"]
+
+logger = logging.getLogger(__name__)
 
 # Names of COCOeval's `stats` entries, in order, per protocol.
 COCO_KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -50,7 +59,7 @@ class TopDownKeypointEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
-        self._logger = logging.getLogger(__name__)
+        self._logger = logger
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -61,10 +70,7 @@ class TopDownKeypointEvaluator(DatasetEvaluator):
         self._protocol = meta.get("keypoint_protocol", "coco")
         if self._protocol not in ("coco", "crowdpose"):
             raise ValueError(f"dataset {dataset_name!r}: unknown keypoint_protocol {self._protocol!r}")
-        sigmas = meta.get("keypoint_oks_sigmas")
-        if sigmas is None:
-            raise ValueError(f"dataset {dataset_name!r} has no 'keypoint_oks_sigmas' in its metadata")
-        self._sigmas = np.asarray(sigmas, dtype=np.float64)
+        self._sigmas = np.asarray(resolve_keypoint_metadata(dataset_names=[dataset_name]).oks_sigmas, dtype=np.float64)
         self._cpu_device = torch.device("cpu")
         self.reset()
 
@@ -177,8 +183,6 @@ def _for_coco_json(instances: Instances) -> Instances:
 
 def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
-        from hrnext_d2.data.datasets.coco import missing_file_error
-
         raise missing_file_error(path, "ground-truth annotation file")
     with open(path) as f:
         return json.load(f)
@@ -186,9 +190,6 @@ def _read_json(path: str) -> dict:
 
 def evaluate_coco_protocol(json_file: str, gt: dict, predictions: List[dict], sigmas: np.ndarray, logger) -> List[float]:
     """pycocotools COCOeval 'keypoints' with `sigmas`; returns its 10 stats."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     missing_area = [a.get("id") for a in gt["annotations"] if "area" not in a]
     if missing_area:
         raise ValueError(
@@ -197,11 +198,11 @@ def evaluate_coco_protocol(json_file: str, gt: dict, predictions: List[dict], si
         )
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        coco_gt = COCO()
+        coco_gt = pycocotools.coco.COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(copy.deepcopy(predictions))
-        coco_eval = COCOeval(coco_gt, coco_dt, "keypoints")
+        coco_eval = pycocotools.cocoeval.COCOeval(coco_gt, coco_dt, "keypoints")
         coco_eval.params.kpt_oks_sigmas = sigmas
         coco_eval.evaluate()
         coco_eval.accumulate()
@@ -212,9 +213,6 @@ def evaluate_coco_protocol(json_file: str, gt: dict, predictions: List[dict], si
 
 def evaluate_crowdpose_protocol(json_file: str, gt: dict, predictions: List[dict], sigmas: np.ndarray, logger) -> List[float]:
     """xtcocotools COCOeval 'keypoints_crowd' (the official CrowdPose numbers); returns its 9 stats."""
-    from xtcocotools.coco import COCO
-    from xtcocotools.cocoeval import COCOeval
-
     no_index = [img.get("id") for img in gt["images"] if "crowdIndex" not in img]
     if no_index:
         raise ValueError(
@@ -223,9 +221,9 @@ def evaluate_crowdpose_protocol(json_file: str, gt: dict, predictions: List[dict
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         # Built from the file: AP easy/medium/hard re-read the ground truth from `anno_file`.
-        coco_gt = COCO(json_file)
+        coco_gt = xtcocotools.coco.COCO(json_file)
         coco_dt = coco_gt.loadRes(copy.deepcopy(predictions))
-        coco_eval = COCOeval(coco_gt, coco_dt, "keypoints_crowd", sigmas, use_area=False)
+        coco_eval = xtcocotools.cocoeval.COCOeval(coco_gt, coco_dt, "keypoints_crowd", sigmas, use_area=False)
         coco_eval.params.useSegm = None
         coco_eval.evaluate()
         coco_eval.accumulate()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional
 
 import cv2
 import numpy as np
@@ -17,6 +17,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as d2_utils
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from ..data.mapper import TopDownDatasetMapper
 
 __all__ = ["draw_pose_predictions", "draw_pose_ground_truth", "visualize_predictions", "visualize_images"]
 
@@ -91,8 +93,6 @@ def visualize_predictions(
     evaluation. With `draw_gt`, each PNG shows ground truth (left) beside the prediction (right).
     Returns the written paths.
     """
-    from ..data.mapper import TopDownDatasetMapper
-
     if num <= 0:
         return []
     dicts = DatasetCatalog.get(dataset_name)[: int(num)]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrnext_d2 import geometry
+from hrnext_d2.topdown import geometry
 from hrnext_d2.data.build import (
     TopDownTrainingSampler,
     build_topdown_instance_dicts,

@@ -4,16 +4,16 @@ import os
 
 import numpy as np
 import pytest
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets.builtin_meta import KEYPOINT_CONNECTION_RULES
+from detectron2.data.datasets.builtin_meta import KEYPOINT_CONNECTION_RULES, _get_builtin_metadata
 from detectron2.structures import BoxMode
 
 import hrnext_d2  # noqa: F401  (registers the datasets)
-from hrnext_d2.data.datasets import (
-    filter_topdown_train_instances,
-    register_topdown_keypoint_dataset,
-    sanitize_box_xywh,
-)
+from hrnext_d2.data.datasets import register_topdown_keypoint_dataset, sanitize_box_xywh
+from hrnext_d2.data.instances import select_pose_annotations
+from hrnext_d2.engine import Trainer
+from hrnext_d2.evaluation import TopDownKeypointEvaluator
 from hrnext_d2.data.datasets.coco import datasets_root
 from hrnext_d2.data.datasets.keypoint_metadata import (
     COCO_KEYPOINT_OKS_SIGMAS,
@@ -112,7 +112,8 @@ def test_builtin_registration_and_metadata(name, json_rel, protocol, boxes_rel, 
     meta = MetadataCatalog.get(name)
     for key in METADATA_KEYS:
         assert meta.get(key) is not None, f"{name} lacks metadata {key}"
-    assert meta.evaluator_type == "topdown_keypoints"
+    # Detectron2's own COCO builtins keep their evaluator_type; the trainer dispatches on the protocol.
+    assert meta.evaluator_type == ("coco" if name.startswith("keypoints_coco") else "topdown_keypoints")
     assert meta.keypoint_protocol == protocol
     assert meta.json_file == os.path.join(root, json_rel)
     assert meta.test_box_source == (os.path.join(root, boxes_rel) if boxes_rel else "gt")
@@ -132,6 +133,12 @@ def test_builtin_roots_agree_with_detectron2():
 
 def test_coco_builtin_keeps_detectron2_keys():
     meta = MetadataCatalog.get("keypoints_coco_2017_val")
+    # every key Detectron2 set is still there with its value (the entry was extended, not rebuilt)
+    for key, value in _get_builtin_metadata("coco_person").items():
+        assert meta.get(key) == value, key
+    cfg = get_cfg()
+    hrnext_d2.add_hrnext_config(cfg)
+    assert isinstance(Trainer.build_evaluator(cfg, "keypoints_coco_2017_val"), TopDownKeypointEvaluator)
     assert meta.thing_classes == ["person"]
     assert meta.keypoint_connection_rules == KEYPOINT_CONNECTION_RULES
     assert list(meta.keypoint_oks_sigmas) == list(COCO_KEYPOINT_OKS_SIGMAS)
@@ -211,23 +218,36 @@ def test_crowdpose_fixture_quirks():
     assert all("area" not in a for a in anns)
 
 
-def test_filter_topdown_train_instances_matches_mmpose_rules():
+def _select_all(dicts, num_keypoints=None):
+    """select_pose_annotations over images: (kept persons with their image dicts, counts by reason)."""
+    kept, stats = [], {"images": len(dicts), "persons": 0, "kept": 0, "crowd": 0, "no_keypoints": 0, "invalid_box": 0}
+    for d in dicts:
+        k = num_keypoints or len(d["annotations"][0]["keypoints"]) // 3
+        persons, dropped = select_pose_annotations(d, k)
+        stats["persons"] += len(d["annotations"])
+        stats["kept"] += len(persons)
+        for reason, n in dropped.items():
+            stats[reason] += n
+        kept += [(d, p) for p in persons]
+    return kept, stats
+
+
+def test_training_person_selection_matches_mmpose_rules():
     coco = DatasetCatalog.get(register_fixture("coco"))
-    instances, stats = filter_topdown_train_instances(coco)
+    instances, stats = _select_all(coco)
     assert stats == {"images": 3, "persons": 9, "kept": 8, "crowd": 0, "no_keypoints": 1, "invalid_box": 0}
-    assert all(len(i["annotations"]) == 1 for i in instances)
     # The person at the image border: x clipped at 0.5 stays, w/h lose one pixel (inclusive extent).
-    edge = [i["annotations"][0] for i in instances if i["image_id"] == 197388 and i["annotations"][0]["bbox"][0] == 0.5]
+    edge = [p for d, p in instances if d["image_id"] == 197388 and p["bbox"][0] == 0.5]
     assert len(edge) == 1
-    np.testing.assert_allclose(edge[0]["clean_bbox"], [0.5, 43.74, 89.1, 219.09])
+    np.testing.assert_allclose(edge[0]["bbox"], [0.5, 43.74, 89.1, 219.09])
 
     crowdpose = DatasetCatalog.get(register_fixture("crowdpose"))
-    cp_instances, cp_stats = filter_topdown_train_instances(crowdpose)
+    cp_instances, cp_stats = _select_all(crowdpose)
     assert (cp_stats["kept"], cp_stats["no_keypoints"]) == (4, 1)
-    assert {i["crowdIndex"] for i in cp_instances} == {0.33, 0.39}
+    assert {d["crowdIndex"] for d, _ in cp_instances} == {0.33, 0.39}
 
 
-def test_filter_drops_crowd_and_degenerate_boxes():
+def test_selection_drops_crowd_and_degenerate_boxes():
     kp = [10.5, 10.5, 2] + [0.5, 0.5, 0] * 16
     record = {"file_name": "x.jpg", "image_id": 1, "height": 100, "width": 80, "annotations": [
         {"bbox": [5, 5, 20, 30], "iscrowd": 1, "keypoints": kp, "num_keypoints": 1},
@@ -235,9 +255,9 @@ def test_filter_drops_crowd_and_degenerate_boxes():
         {"bbox": [5, 5, 20, 30], "iscrowd": 0, "keypoints": kp, "num_keypoints": 1, "area": 0},
         {"bbox": [70, 90, 20, 30], "iscrowd": 0, "keypoints": kp, "num_keypoints": 1},  # clipped, kept
     ]}
-    instances, stats = filter_topdown_train_instances([record])
+    instances, stats = _select_all([record], 17)
     assert (stats["crowd"], stats["invalid_box"], stats["kept"]) == (1, 2, 1)
-    assert instances[0]["annotations"][0]["clean_bbox"] == [70, 90, 9, 9]
+    assert instances[0][1]["bbox"] == [70, 90, 9, 9]
     assert sanitize_box_xywh([10.0, 20.0, 50.0, 60.0], 640, 480) == [10.0, 20.0, 49.0, 59.0]
 
 

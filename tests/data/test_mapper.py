@@ -8,12 +8,12 @@ import torch
 
 from detectron2.data import DatasetCatalog
 
-from hrnext_d2 import geometry
+from hrnext_d2.topdown import geometry
 from hrnext_d2.data.build import build_topdown_instance_dicts
 from hrnext_d2.data.datasets import load_person_detections
 from hrnext_d2.data.datasets.keypoint_metadata import COCO_UPPER_BODY_IDS
 from hrnext_d2.data.mapper import TopDownDatasetMapper
-from hrnext_d2.modeling.codecs import HeatmapCodec
+from hrnext_d2.topdown.codec import HeatmapCodec
 from tests.conftest import shared_path
 from tests.data.topdown_fixtures import (
     COCO_FIXTURE,

@@ -10,22 +10,13 @@ from detectron2.data import DatasetCatalog
 
 from hrnext_d2.config import add_hrnext_config
 from hrnext_d2.data.datasets import register_topdown_keypoint_dataset
-from hrnext_d2.data.datasets.keypoint_metadata import (
-    get_coco_keypoint_metadata,
-    get_crowdpose_keypoint_metadata,
-)
+from hrnext_d2.data.datasets.keypoint_metadata import coco_keypoint_arguments, crowdpose_keypoint_arguments
 from tests.conftest import REPO_ROOT, shared_path
 
 COCO_FIXTURE = "hrnext_fixture_coco"
 COCO_FIXTURE_DET = "hrnext_fixture_coco_det"
 CROWDPOSE_FIXTURE = "hrnext_fixture_crowdpose"
 CROWDPOSE_FIXTURE_DET = "hrnext_fixture_crowdpose_det"
-
-
-def _keypoint_args(meta: dict) -> dict:
-    keys = ("keypoint_names", "keypoint_flip_map", "keypoint_connection_rules", "keypoint_oks_sigmas",
-            "keypoint_upper_body_ids", "keypoint_lower_body_ids")
-    return {k: meta[k] for k in keys}
 
 
 def register_fixture_datasets() -> None:
@@ -36,18 +27,18 @@ def register_fixture_datasets() -> None:
     cp_json = os.path.join(root, "crowdpose", "annotations", "test_crowdpose.json")
     cp_det = os.path.join(root, "crowdpose", "annotations", "test_crowdpose_det_AP_40.json")
     entries = [
-        (COCO_FIXTURE, coco_json, os.path.join(root, "coco", "images"), "coco", "gt", get_coco_keypoint_metadata()),
-        (COCO_FIXTURE_DET, coco_json, os.path.join(root, "coco", "images"), "coco", coco_det, get_coco_keypoint_metadata()),
+        (COCO_FIXTURE, coco_json, os.path.join(root, "coco", "images"), "coco", "gt", coco_keypoint_arguments()),
+        (COCO_FIXTURE_DET, coco_json, os.path.join(root, "coco", "images"), "coco", coco_det, coco_keypoint_arguments()),
         (CROWDPOSE_FIXTURE, cp_json, os.path.join(root, "crowdpose", "images"), "crowdpose", "gt",
-         get_crowdpose_keypoint_metadata()),
+         crowdpose_keypoint_arguments()),
         (CROWDPOSE_FIXTURE_DET, cp_json, os.path.join(root, "crowdpose", "images"), "crowdpose", cp_det,
-         get_crowdpose_keypoint_metadata()),
+         crowdpose_keypoint_arguments()),
     ]
     for name, json_file, image_root, protocol, boxes, meta in entries:
         if name in DatasetCatalog.list():
             continue
         register_topdown_keypoint_dataset(
-            name, json_file, image_root, protocol=protocol, test_box_source=boxes, **_keypoint_args(meta)
+            name, json_file, image_root, protocol=protocol, test_box_source=boxes, **meta
         )
 
 

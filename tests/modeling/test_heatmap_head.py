@@ -7,11 +7,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY
 
 from hrnext_d2.config import add_hrnext_config
-from hrnext_d2.modeling.heads.heatmap_head import (
-    TopdownHeatmapSimpleHead,
-    build_topdown_keypoint_head,
-    joints_mse_loss,
-)
+from hrnext_d2.modeling.heads import TOPDOWN_HEAD_REGISTRY, build_topdown_keypoint_head
+from hrnext_d2.modeling.heads.heatmap_head import TopdownHeatmapSimpleHead, joints_mse_loss
 
 
 def _cfg(**head):
@@ -39,7 +36,9 @@ def _mmpose_joints_mse_reference(output, target, target_weight, use_target_weigh
 
 
 def test_registered_and_built_from_config_with_official_names():
-    assert ROI_KEYPOINT_HEAD_REGISTRY.get("TopdownHeatmapSimpleHead") is TopdownHeatmapSimpleHead
+    assert TOPDOWN_HEAD_REGISTRY.get("TopdownHeatmapSimpleHead") is TopdownHeatmapSimpleHead
+    # A crop-level head does not take (features, instances): it is not in Detectron2's ROI registry.
+    assert "TopdownHeatmapSimpleHead" not in dict(ROI_KEYPOINT_HEAD_REGISTRY)
     cfg = _cfg()
     cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS = 14
     head = build_topdown_keypoint_head(cfg, {"stride4": ShapeSpec(channels=32, stride=4)})

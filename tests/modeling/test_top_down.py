@@ -1,5 +1,6 @@
 """TopDownPoseEstimator: golden weights, pinned keypoints on a real image, coordinate conventions,
 box sources, NMS, chunking and the training forward."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,14 +16,16 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from hrnext_d2 import add_hrnext_config, geometry
+from hrnext_d2 import add_hrnext_config
 from hrnext_d2.checkpoint import convert_mmpose_checkpoint
-from hrnext_d2.modeling.codecs import HeatmapCodec
-from hrnext_d2.modeling.crops import warp_affine_crops
 from hrnext_d2.modeling.heads.heatmap_head import joints_mse_loss
-from hrnext_d2.modeling.meta_arch.top_down import COCO_FLIP_PAIRS
+from hrnext_d2.topdown import geometry
+from hrnext_d2.topdown.codec import HeatmapCodec
+from hrnext_d2.topdown.crops import warp_affine_crops
+from hrnext_d2.topdown.pipeline import crop_matrices
 from tests.conftest import shared_path
 from tests.golden_weights import golden, manifest, official_state_dict
+from tests.topdown.mmpose_reference import COCO_FLIP_PAIRS
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_785_BOX = [280.79, 44.73, 218.7, 346.68]  # test_coco.json, image 785 (XYWH)
@@ -136,7 +139,7 @@ def test_pinned_keypoints_golden_weights_on_fixture(golden_s_model):
     x = torch.from_numpy(crop.transpose(2, 0, 1).astype(np.float32)) / 255.0
     x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     with torch.no_grad():
-        hm = golden_s_model._heatmaps(x[None])
+        hm = golden_s_model.crop_heatmaps(x[None])
     preds, maxvals = golden_s_model.codec.decode(hm.numpy(), center[None], scale[None])
     np.testing.assert_allclose(preds[0] + 0.5, kpts[:, :2], atol=1e-3)
     np.testing.assert_allclose(maxvals[0, :, 0], kpts[:, 2], atol=1e-2)
@@ -176,8 +179,8 @@ def test_ground_truth_through_output_path_gives_raw_coco_numbers(small_model):
     yy, xx = np.mgrid[0:h, 0:w]
     for k, (cx, cy) in enumerate(cells):
         heatmaps[0, k] = 0.9 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0)
-    out = model._instances(
-        {"image": torch.zeros(3, 425, 640), "height": 425, "width": 640},
+    out = model.instances_from_heatmaps(
+        (425, 640),
         np.array([[280.79, 44.73, 499.49, 391.41]]), np.ones(1), center[None], scale[None],
         torch.from_numpy(heatmaps),
     )
@@ -206,7 +209,7 @@ def test_crop_and_decode_are_one_geometry_also_on_resized_tensors(small_model):
         px, py = (p[0] + 0.5) * tw / w_img - 0.5, (p[1] + 0.5) * th / h_img - 0.5
         cv2.circle(image, (int(round(px)), int(round(py))), 2, 255.0, -1)
         inp = {"image": torch.from_numpy(image)[None].repeat(3, 1, 1), "height": h_img, "width": w_img}
-        mats = model._crop_matrices(inp, center[None], scale[None])
+        mats = crop_matrices(center[None], scale[None], model.image_size, False, (h_img, w_img), (th, tw))
         crop = warp_affine_crops(inp["image"], mats, model.image_size)[0, 0].numpy()
         ys, xs = np.nonzero(crop > 0.5 * crop.max())
         weights = crop[ys, xs]
@@ -260,13 +263,13 @@ def test_nms_chunking_and_heatmap_output():
     assert len(inst) == 1
     assert inst.pred_keypoint_heatmaps.shape == (1, 17, 32, 24)
     # no NMS + large chunks: three identical persons, same keypoints as the chunked run
-    model.use_nms = False
+    model.test_settings = dataclasses.replace(model.test_settings, use_nms=False)
     model.crop_batch_size = 64
     inst3 = model([inp])[0]["instances"]
     assert len(inst3) == 3
     torch.testing.assert_close(inst3.pred_keypoints[1], inst.pred_keypoints[0], atol=1e-3, rtol=0)
     # soft-OKS-NMS only reorders and caps at MAX_DETS
-    model.use_nms, model.soft_nms, model.max_dets = True, True, 2
+    model.test_settings = dataclasses.replace(model.test_settings, use_nms=True, soft_nms=True, max_dets=2)
     assert len(model([inp])[0]["instances"]) == 2
     # rescoring uses each box's own score
     vis = inst3.pred_keypoints[0, :, 2]
@@ -296,7 +299,7 @@ def test_flip_test_averages_flipped_heatmaps(small_model):
     model = small_model
     crops = torch.randn(2, 3, 128, 96)
     with torch.no_grad():
-        both = model._heatmaps(crops)
+        both = model.crop_heatmaps(crops)
         a = model.forward_crops(crops)
         b = model.forward_crops(crops.flip(3))
     perm = list(range(17))
@@ -341,19 +344,19 @@ def test_training_forward_loss_and_backward():
 def test_flip_pairs_and_sigmas_resolution():
     cfg = topdown_cfg()
     model = build_model(cfg)
-    assert model.flip_pairs == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
-    np.testing.assert_allclose(model.oks_sigmas, [.026, .025, .025, .035, .035, .079, .079, .072, .072,
+    assert model.keypoint_info.flip_pairs == ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+    np.testing.assert_allclose(model.keypoint_info.oks_sigmas, [.026, .025, .025, .035, .035, .079, .079, .072, .072,
                                                   .062, .062, .107, .107, .087, .087, .089, .089])
     # CrowdPose config: 14 keypoints, metadata of its registered test set
     cfg = topdown_cfg("configs/crowdpose/hrnext_small_crowdpose_256x192.yaml")
     cfg.DATASETS.TEST = ("crowdpose_test",)
     model = build_model(cfg)
-    assert model.flip_pairs == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]
-    assert len(model.oks_sigmas) == 14 and model.oks_sigmas[12] == pytest.approx(0.079)
+    assert model.keypoint_info.flip_pairs == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11))
+    assert len(model.keypoint_info.oks_sigmas) == 14 and model.keypoint_info.oks_sigmas[12] == pytest.approx(0.079)
     assert model.keypoint_head.final_layer.out_channels == 14
     # explicit keys win; a wrong sigma count is a clear error
     cfg.MODEL.TOPDOWN.FLIP_PAIRS = [[0, 1]]
-    assert build_model(cfg).flip_pairs == [[0, 1]]
+    assert build_model(cfg).keypoint_info.flip_pairs == ((0, 1),)
     cfg.MODEL.TOPDOWN.OKS_SIGMAS = [0.1] * 13
     with pytest.raises(ValueError, match="OKS_SIGMAS"):
         build_model(cfg)
@@ -398,9 +401,10 @@ def test_ground_truth_heatmaps_through_model_output_and_evaluator_give_ap_100():
             # where DARK refines (argmax in [2, W-3] x [2, H-3]); elsewhere the argmax cell is returned
             inside = (hm_xy[:, 0] > 2.5) & (hm_xy[:, 0] < w - 3.5) & (hm_xy[:, 1] > 2.5) & (hm_xy[:, 1] < h - 3.5)
             interior[tuple(np.round(a["bbox"], 2))] = (kp[:, 2] > 0) & inside
-        inp = {"image": torch.zeros(3, d["height"], d["width"]), "height": d["height"], "width": d["width"]}
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
-        inst = model._instances(inp, boxes, np.ones(len(boxes)), centers, scales, torch.from_numpy(heatmaps))
+        inst = model.instances_from_heatmaps(
+            (d["height"], d["width"]), boxes, np.ones(len(boxes)), centers, scales, torch.from_numpy(heatmaps)
+        )
         evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
         for res in instances_to_coco_json(inst, d["image_id"]):
             key = tuple(np.round(res["bbox"], 2))  # instances_to_coco_json writes the box as XYWH

@@ -1,38 +1,29 @@
-"""COCO-format keypoint files -> Detectron2 dataset dicts, and the COCO keypoint builtins' metadata.
+"""COCO-format keypoint files -> Detectron2 dataset dicts.
 
 `load_topdown_coco_json` mirrors `detectron2.data.datasets.load_coco_json` (keypoints + 0.5, boxes
 raw XYWH_ABS, categories mapped to contiguous ids) so every dataset dict of this project has one
 convention, and adds what top-down pose needs: `num_keypoints` on each person, image fields such as
 CrowdPose's `crowdIndex`, and validation that names the image / annotation at fault. Persons without
 labelled keypoints and crowd regions stay in the dicts (evaluation and visualisation need them);
-`filter_topdown_train_instances` removes them for training, as mmpose 0.23 does.
+`hrnext_d2.data.instances.select_pose_annotations` picks the training persons, as mmpose 0.23 does.
 """
 import json
 import logging
 import math
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
-
-from .keypoint_metadata import get_coco_keypoint_metadata
 
 __all__ = [
     "datasets_root",
     "missing_file_error",
     "load_topdown_coco_json",
     "sanitize_box_xywh",
-    "filter_topdown_train_instances",
-    "register_coco_keypoint_metadata",
-    "COCO_VAL_PERSON_DETECTIONS",
 ]
 
 logger = logging.getLogger(__name__)
-
-# Relative to the datasets root: HRNet's person detections on COCO val2017 (human AP 56.4).
-COCO_VAL_PERSON_DETECTIONS = "coco/person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
-
 
 def datasets_root() -> str:
     """The datasets root exactly as Detectron2's builtin datasets compute it."""
@@ -217,71 +208,3 @@ def sanitize_box_xywh(bbox: Sequence[float], width: float, height: float, area: 
     if (area is None or area > 0) and x2 > x1 and y2 > y1:
         return [x1, y1, x2 - x1, y2 - y1]
     return None
-
-
-def filter_topdown_train_instances(dataset_dicts: List[dict]) -> Tuple[List[dict], Dict[str, int]]:
-    """Split image dicts into one dict per trainable person, as mmpose 0.23 builds its training set.
-
-    Dropped (and counted in `stats`): crowd regions, persons without a labelled keypoint (or with
-    `num_keypoints` 0, e.g. CrowdPose persons with only head/neck labelled) and boxes that are
-    degenerate after clipping to the image. Each kept person is the image's dict with
-    `annotations` = [that person], the person carrying `clean_bbox` (mmpose's clipped box, the one
-    mmpose turns into the crop centre and scale).
-    """
-    stats = {"images": len(dataset_dicts), "persons": 0, "kept": 0, "crowd": 0, "no_keypoints": 0, "invalid_box": 0}
-    instances = []
-    for record in dataset_dicts:
-        image_fields = {k: v for k, v in record.items() if k != "annotations"}
-        for ann in record.get("annotations", []):
-            stats["persons"] += 1
-            if ann.get("iscrowd", 0):
-                stats["crowd"] += 1
-                continue
-            kpts = ann.get("keypoints")
-            if not kpts or not any(v > 0 for v in kpts[2::3]) or ann.get("num_keypoints", 1) == 0:
-                stats["no_keypoints"] += 1
-                continue
-            clean = sanitize_box_xywh(ann["bbox"], record["width"], record["height"], ann.get("area"))
-            if clean is None:
-                stats["invalid_box"] += 1
-                continue
-            instance = dict(image_fields)
-            instance["annotations"] = [dict(ann, clean_bbox=clean)]
-            instances.append(instance)
-            stats["kept"] += 1
-    logger.info(
-        "Top-down training persons: kept {kept} of {persons} in {images} images (dropped: {crowd} crowd, "
-        "{no_keypoints} without labelled keypoints, {invalid_box} degenerate boxes)".format(**stats)
-    )
-    return instances, stats
-
-
-def register_coco_keypoint_metadata(root: str) -> None:
-    """Give Detectron2's builtin COCO keypoint datasets the top-down metadata keys.
-
-    They are registered by Detectron2 itself (its `load_coco_json`, its paths under `root`), with
-    evaluator_type "coco"; Detectron2's `Metadata` refuses to change a key, so the entry is rebuilt
-    with every existing key kept and evaluator_type "topdown_keypoints".
-    """
-    boxes = {
-        "keypoints_coco_2017_train": "gt",
-        "keypoints_coco_2017_val": os.path.join(root, COCO_VAL_PERSON_DETECTIONS),
-        "keypoints_coco_2017_val_100": os.path.join(root, COCO_VAL_PERSON_DETECTIONS),
-    }
-    for name, test_box_source in boxes.items():
-        if name not in DatasetCatalog.list():
-            continue
-        meta = MetadataCatalog.get(name)
-        if meta.get("evaluator_type", "topdown_keypoints") != "topdown_keypoints":
-            kept = {k: v for k, v in meta.as_dict().items() if k not in ("name", "evaluator_type")}
-            MetadataCatalog.remove(name)
-            meta = MetadataCatalog.get(name).set(**kept)
-        meta.set(
-            evaluator_type="topdown_keypoints",
-            keypoint_protocol="coco",
-            test_box_source=test_box_source,
-            **get_coco_keypoint_metadata(),
-        )
-
-
-register_coco_keypoint_metadata(datasets_root())

@@ -10,7 +10,7 @@ import os
 from detectron2.data import DatasetCatalog
 
 from .coco import datasets_root
-from .keypoint_metadata import get_crowdpose_keypoint_metadata
+from .keypoint_metadata import crowdpose_keypoint_arguments
 from .register import register_topdown_keypoint_dataset
 
 __all__ = ["CROWDPOSE_SPLITS", "CROWDPOSE_TEST_DETECTIONS", "register_all_crowdpose"]
@@ -36,20 +36,8 @@ def register_all_crowdpose(root: str) -> None:
             protocol="crowdpose",
             test_box_source=box_source,
             image_extra_keys=("crowdIndex",),
-            **_keypoint_args(),
+            **crowdpose_keypoint_arguments(),
         )
-
-
-def _keypoint_args() -> dict:
-    m = get_crowdpose_keypoint_metadata()
-    return {
-        "keypoint_names": m["keypoint_names"],
-        "keypoint_flip_map": m["keypoint_flip_map"],
-        "keypoint_connection_rules": m["keypoint_connection_rules"],
-        "keypoint_oks_sigmas": m["keypoint_oks_sigmas"],
-        "keypoint_upper_body_ids": m["keypoint_upper_body_ids"],
-        "keypoint_lower_body_ids": m["keypoint_lower_body_ids"],
-    }
 
 
 register_all_crowdpose(datasets_root())

@@ -4,9 +4,16 @@ One place for names, flip maps, drawing rules, OKS sigmas and body-part ids, so 
 (flip, half-body), inference (flip test, OKS-NMS), evaluation (OKS) and drawing agree.
 COCO's names, flip map and connection rules are Detectron2's own objects (the builtin COCO keypoint
 datasets already carry them and Detectron2's `Metadata` refuses a different value for a key).
-"""
-from typing import Dict, List, Optional, Sequence, Tuple
 
+`resolve_keypoint_metadata(cfg)` is the one place where a config's keypoint facts (flip pairs, OKS
+sigmas, upper-body ids) are decided, for the mapper, the model, the evaluator and NMS alike
+(Detectron2's `create_keypoint_hflip_indices` plays that role for its Keypoint R-CNN).
+"""
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import (
     COCO_PERSON_KEYPOINT_FLIP_MAP,
     COCO_PERSON_KEYPOINT_NAMES,
@@ -31,7 +38,13 @@ __all__ = [
     "build_keypoint_metadata",
     "get_coco_keypoint_metadata",
     "get_crowdpose_keypoint_metadata",
+    "coco_keypoint_arguments",
+    "crowdpose_keypoint_arguments",
+    "KeypointInfo",
+    "resolve_keypoint_metadata",
 ]
+
+logger = logging.getLogger(__name__)
 
 # ---- COCO (17 keypoints; also OCHuman, which uses COCO's order) -----------------------------------
 COCO_KEYPOINT_OKS_SIGMAS: Tuple[float, ...] = (
@@ -213,4 +226,148 @@ def get_crowdpose_keypoint_metadata() -> Dict[str, object]:
         CROWDPOSE_KEYPOINT_OKS_SIGMAS,
         CROWDPOSE_UPPER_BODY_IDS,
         CROWDPOSE_LOWER_BODY_IDS,
+    )
+
+
+def _as_arguments(m: Dict[str, object]) -> Dict[str, object]:
+    keys = ("keypoint_names", "keypoint_flip_map", "keypoint_connection_rules", "keypoint_oks_sigmas",
+            "keypoint_upper_body_ids", "keypoint_lower_body_ids")
+    return {k: m[k] for k in keys}
+
+
+def coco_keypoint_arguments() -> Dict[str, object]:
+    """COCO's keypoint definitions as keyword arguments of `register_topdown_keypoint_dataset`."""
+    return _as_arguments(get_coco_keypoint_metadata())
+
+
+def crowdpose_keypoint_arguments() -> Dict[str, object]:
+    """CrowdPose's keypoint definitions as keyword arguments of `register_topdown_keypoint_dataset`."""
+    return _as_arguments(get_crowdpose_keypoint_metadata())
+
+
+@dataclass(frozen=True)
+class KeypointInfo:
+    """The keypoint facts a top-down model, its data and its evaluation share.
+
+    ``source`` says where each came from (config key, dataset metadata or COCO defaults), for errors.
+    """
+
+    num_keypoints: int
+    flip_pairs: Tuple[Tuple[int, int], ...]
+    oks_sigmas: Tuple[float, ...]
+    upper_body_ids: Tuple[int, ...]
+    source: str = ""
+
+
+def _registered(name: str) -> bool:
+    # MetadataCatalog.get() would create an empty entry for an unknown name: ask the lists first.
+    return name in DatasetCatalog.list() or name in MetadataCatalog.list()
+
+
+def _keypoint_count(meta) -> Optional[int]:
+    for key in ("keypoint_names", "keypoint_oks_sigmas"):
+        value = meta.get(key, None)
+        if value is not None:
+            return len(value)
+    return None
+
+
+def _pairs_of(meta) -> Optional[List[Tuple[int, int]]]:
+    if meta.get("keypoint_flip_pairs", None) is not None:
+        return [(int(a), int(b)) for a, b in meta.keypoint_flip_pairs]
+    if meta.get("keypoint_flip_map", None) is not None and meta.get("keypoint_names", None) is not None:
+        return flip_map_to_flip_pairs(meta.keypoint_names, meta.keypoint_flip_map)
+    return None
+
+
+def _upper_of(meta) -> Optional[List[int]]:
+    if meta.get("keypoint_upper_body_ids", None) is not None:
+        return [int(i) for i in meta.keypoint_upper_body_ids]
+    if meta.get("keypoint_names", None) is not None:
+        return guess_body_part_ids(meta.keypoint_names)[0]
+    return None
+
+
+def resolve_keypoint_metadata(cfg: Any = None, dataset_names: Optional[Sequence[str]] = None) -> KeypointInfo:
+    """Flip pairs, OKS sigmas and upper-body ids for a config and/or datasets.
+
+    Each comes from the first of: the config key (MODEL.TOPDOWN.FLIP_PAIRS, MODEL.TOPDOWN.OKS_SIGMAS,
+    INPUT.TOPDOWN.UPPER_BODY_IDS); the metadata of the first registered dataset among
+    ``dataset_names`` (default: DATASETS.TRAIN, then DATASETS.TEST) that has keypoint metadata;
+    COCO's, when the model has 17 keypoints. The keypoint count is MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
+    (else the dataset's). Every dataset named must have that many keypoints (an error names the one
+    that does not); datasets that disagree on flip pairs or sigmas get a warning.
+    """
+    if dataset_names is None:
+        dataset_names = [] if cfg is None else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    metas = [(n, MetadataCatalog.get(n)) for n in dataset_names if n and _registered(n)]
+    metas = [(n, m) for n, m in metas if _keypoint_count(m) is not None]
+
+    k = int(cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS) if cfg is not None else None
+    if k is None:
+        if not metas:
+            raise ValueError(f"datasets {list(dataset_names)} have no keypoint metadata (keypoint_names / keypoint_oks_sigmas)")
+        k = _keypoint_count(metas[0][1])
+    for name, meta in metas:
+        if _keypoint_count(meta) != k:
+            raise ValueError(
+                f"dataset {name!r} has {_keypoint_count(meta)} keypoints but "
+                f"MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS is {k}"
+            )
+
+    coco = k == len(COCO_KEYPOINT_OKS_SIGMAS)
+    coco_pairs = flip_map_to_flip_pairs(COCO_PERSON_KEYPOINT_NAMES, COCO_PERSON_KEYPOINT_FLIP_MAP)
+
+    def pick(cfg_key: str, cfg_value, read, coco_value, what: str):
+        if cfg_value:
+            return list(cfg_value), cfg_key
+        found = [(n, read(m)) for n, m in metas]
+        found = [(n, v) for n, v in found if v is not None]
+        if found:
+            name, value = found[0]
+            for other, v in found[1:]:
+                if list(v) != list(value):
+                    logger.warning(f"{what} of dataset {other!r} differ from those of {name!r}; using {name!r}'s")
+            return list(value), f"{what} of dataset {name!r}"
+        if coco:
+            return list(coco_value), "COCO defaults"
+        raise ValueError(
+            f"no {what} for MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS={k}: set {cfg_key} or register the datasets "
+            f"{list(dataset_names)} with keypoint metadata (register_topdown_keypoint_dataset)"
+        )
+
+    td = cfg.MODEL.TOPDOWN if cfg is not None else None
+    pairs, pair_src = pick(
+        "MODEL.TOPDOWN.FLIP_PAIRS", td.FLIP_PAIRS if td is not None else None, _pairs_of, coco_pairs, "flip pairs"
+    )
+    sigmas, sigma_src = pick(
+        "MODEL.TOPDOWN.OKS_SIGMAS",
+        td.OKS_SIGMAS if td is not None else None,
+        lambda m: m.get("keypoint_oks_sigmas", None),
+        COCO_KEYPOINT_OKS_SIGMAS,
+        "OKS sigmas",
+    )
+    upper, upper_src = pick(
+        "INPUT.TOPDOWN.UPPER_BODY_IDS",
+        cfg.INPUT.TOPDOWN.UPPER_BODY_IDS if cfg is not None else None,
+        _upper_of,
+        COCO_UPPER_BODY_IDS,
+        "upper-body ids",
+    )
+    if len(sigmas) != k:
+        raise ValueError(f"{sigma_src} has {len(sigmas)} OKS sigmas for {k} keypoints")
+    if any(not float(s) > 0 for s in sigmas):
+        raise ValueError(f"{sigma_src}: OKS sigmas must be positive, got {list(sigmas)}")
+    for p in pairs:
+        if len(p) != 2 or not all(0 <= int(i) < k for i in p):
+            raise ValueError(f"{pair_src}: flip pair {list(p)} is not two keypoint indices in [0, {k})")
+    bad = [i for i in upper if not 0 <= int(i) < k]
+    if bad:
+        raise ValueError(f"{upper_src}: ids {bad} outside [0, {k})")
+    return KeypointInfo(
+        num_keypoints=k,
+        flip_pairs=tuple((int(a), int(b)) for a, b in pairs),
+        oks_sigmas=tuple(float(s) for s in sigmas),
+        upper_body_ids=tuple(int(i) for i in upper),
+        source=f"flip pairs: {pair_src}; sigmas: {sigma_src}; upper body: {upper_src}",
     )

@@ -10,14 +10,7 @@ import os
 from detectron2.data import DatasetCatalog
 
 from .coco import datasets_root
-from .keypoint_metadata import (
-    COCO_KEYPOINT_CONNECTION_RULES,
-    COCO_KEYPOINT_OKS_SIGMAS,
-    COCO_LOWER_BODY_IDS,
-    COCO_PERSON_KEYPOINT_FLIP_MAP,
-    COCO_PERSON_KEYPOINT_NAMES,
-    COCO_UPPER_BODY_IDS,
-)
+from .keypoint_metadata import coco_keypoint_arguments
 from .register import register_topdown_keypoint_dataset
 
 __all__ = ["OCHUMAN_SPLITS", "register_all_ochuman"]
@@ -38,14 +31,9 @@ def register_all_ochuman(root: str) -> None:
             name,
             os.path.join(root, json_file),
             os.path.join(root, OCHUMAN_IMAGES),
-            keypoint_names=COCO_PERSON_KEYPOINT_NAMES,
-            keypoint_flip_map=COCO_PERSON_KEYPOINT_FLIP_MAP,
-            keypoint_connection_rules=COCO_KEYPOINT_CONNECTION_RULES,
-            keypoint_oks_sigmas=COCO_KEYPOINT_OKS_SIGMAS,
             protocol="coco",
             test_box_source="gt",
-            keypoint_upper_body_ids=COCO_UPPER_BODY_IDS,
-            keypoint_lower_body_ids=COCO_LOWER_BODY_IDS,
+            **coco_keypoint_arguments(),
         )
 
 

@@ -5,14 +5,20 @@ keypoints: it sets every metadata key the model, the data loaders, the evaluator
 Visualizer read, and reads nothing from disk until `DatasetCatalog.get(name)` is called.
 """
 import logging
-from typing import Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .coco import load_topdown_coco_json
 from .keypoint_metadata import build_keypoint_metadata
 
-__all__ = ["register_topdown_keypoint_dataset", "TOPDOWN_EVALUATOR_TYPE", "KEYPOINT_PROTOCOLS"]
+__all__ = [
+    "register_topdown_keypoint_dataset",
+    "topdown_dataset_metadata",
+    "set_topdown_metadata",
+    "TOPDOWN_EVALUATOR_TYPE",
+    "KEYPOINT_PROTOCOLS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ def register_topdown_keypoint_dataset(
     keypoint_upper_body_ids: Optional[Sequence[int]] = None,
     keypoint_lower_body_ids: Optional[Sequence[int]] = None,
     image_extra_keys: Optional[Sequence[str]] = None,
+    loader: Optional[Callable[[], List[dict]]] = None,
     **extra_metadata,
 ) -> None:
     """Register `name` in DatasetCatalog (lazy COCO-format loader) and MetadataCatalog.
@@ -52,6 +59,8 @@ def register_topdown_keypoint_dataset(
         test_box_source: "gt" or the path of a person-detections json (COCO results format).
         keypoint_upper_body_ids / keypoint_lower_body_ids: half-body groups (default: from names).
         image_extra_keys: image fields kept on each record (default: ("crowdIndex",) for "crowdpose").
+        loader: a function returning the dataset dicts, in place of reading `json_file` with
+            `load_topdown_coco_json` (e.g. a loader that generates the files first).
         extra_metadata: more metadata keys (e.g. thing_classes).
     """
     if protocol not in KEYPOINT_PROTOCOLS:
@@ -78,15 +87,48 @@ def register_topdown_keypoint_dataset(
             json_file, image_root, name, num_keypoints=num_keypoints, image_extra_keys=image_extra_keys
         )
 
-    DatasetCatalog.register(name, _load)
-    metadata = dict(
+    DatasetCatalog.register(name, loader or _load)
+    metadata = topdown_dataset_metadata(json_file, image_root, keypoint_meta, protocol, test_box_source)
+    metadata["evaluator_type"] = TOPDOWN_EVALUATOR_TYPE
+    metadata.update(extra_metadata)
+    MetadataCatalog.get(name).set(**metadata)
+
+
+def topdown_dataset_metadata(
+    json_file: str, image_root: str, keypoint_meta: Dict[str, Any], protocol: str, test_box_source: str
+) -> Dict[str, Any]:
+    """Every metadata key the top-down data, model, evaluator and Visualizer read (one place)."""
+    return dict(
         json_file=json_file,
         image_root=image_root,
-        evaluator_type=TOPDOWN_EVALUATOR_TYPE,
         keypoint_protocol=protocol,
         test_box_source=test_box_source,
         thing_classes=["person"],
         **keypoint_meta,
     )
-    metadata.update(extra_metadata)
-    MetadataCatalog.get(name).set(**metadata)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of metadata values up to tuple / list nesting."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def set_topdown_metadata(name: str, metadata: Dict[str, Any]) -> None:
+    """Add top-down keys to an existing dataset's metadata without touching what it has.
+
+    Detectron2's `Metadata` refuses to change a key; keys already present must hold the same value
+    (up to list / tuple), else this is an error naming the key.
+    """
+    meta = MetadataCatalog.get(name)
+    new = {}
+    for key, value in metadata.items():
+        if key in meta.as_dict():
+            if not _same(meta.get(key), value):
+                raise ValueError(
+                    f"dataset {name!r}: metadata {key!r} is already {meta.get(key)!r}, not {value!r}"
+                )
+        else:
+            new[key] = value
+    meta.set(**new)

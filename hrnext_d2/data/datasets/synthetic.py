@@ -31,15 +31,14 @@ import shutil
 import tempfile
 import zlib
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .coco import load_topdown_coco_json
-from .keypoint_metadata import get_coco_keypoint_metadata
-from .register import TOPDOWN_EVALUATOR_TYPE
+from .keypoint_metadata import COCO_PERSON_KEYPOINT_NAMES, coco_keypoint_arguments
+from .register import register_topdown_keypoint_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +55,12 @@ __all__ = [
 # Bump when the drawing changes, so old caches are not reused.
 GENERATOR_VERSION = 2
 
-COCO_KEYPOINT_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
 # COCO's skeleton (1-based), written into the json's category like the official files.
 _COCO_SKELETON = [
     [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9],
     [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
 ]
-_NUM_KEYPOINTS = 17
+_NUM_KEYPOINTS = len(COCO_PERSON_KEYPOINT_NAMES)
 
 
 @dataclass(frozen=True)
@@ -486,7 +480,7 @@ def generate_synthetic_crowd_split(spec: SyntheticCrowdSpec, out_dir: str) -> st
         "annotations": annotations,
         "categories": [{
             "id": 1, "name": "person", "supercategory": "person",
-            "keypoints": list(COCO_KEYPOINT_NAMES), "skeleton": _COCO_SKELETON,
+            "keypoints": list(COCO_PERSON_KEYPOINT_NAMES), "skeleton": _COCO_SKELETON,
         }],
     }
     json_file = os.path.join(out_dir, "annotations.json")
@@ -538,22 +532,16 @@ def load_synthetic_crowd(spec: SyntheticCrowdSpec, root: Optional[str] = None, d
 
 
 def register_synthetic_crowd(name: str, spec: SyntheticCrowdSpec, root: Optional[str] = None) -> None:
-    """Registers a split in DatasetCatalog (lazy generation) and MetadataCatalog (COCO keypoints).
-
-    The metadata is what `register_topdown_keypoint_dataset` sets; only the loader differs (it
-    generates the split on first use).
-    """
+    """Registers a split with `register_topdown_keypoint_dataset` (COCO keypoints, COCO protocol,
+    ground-truth test boxes); its loader generates the split on first use."""
     root = root or _default_root()  # fixed now, like Detectron2's builtin datasets
     final = synthetic_crowd_split_dir(spec, root)
-    DatasetCatalog.register(name, lambda: load_synthetic_crowd(spec, root, name))
-    MetadataCatalog.get(name).set(
-        json_file=os.path.join(final, "annotations.json"),
-        image_root=os.path.join(final, "images"),
-        evaluator_type=TOPDOWN_EVALUATOR_TYPE,
-        keypoint_protocol="coco",
-        test_box_source="gt",
-        thing_classes=["person"],
-        **get_coco_keypoint_metadata(),
+    register_topdown_keypoint_dataset(
+        name,
+        os.path.join(final, "annotations.json"),
+        os.path.join(final, "images"),
+        loader=lambda: load_synthetic_crowd(spec, root, name),
+        **coco_keypoint_arguments(),
     )
 
 

@@ -1,7 +1,8 @@
 """Top-down heatmap head (mmpose 0.23 ``TopdownHeatmapSimpleHead``) and its JointsMSE loss.
 
 The module layout (``deconv_layers``, ``final_layer``) mirrors mmpose's so that official
-``keypoint_head.*`` checkpoint keys load into this head unchanged.
+``keypoint_head.*`` checkpoint keys load into this head unchanged. It reads a whole crop's feature
+map (not ROI features), so it lives in TOPDOWN_HEAD_REGISTRY, not in Detectron2's ROI keypoint one.
 """
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -10,9 +11,9 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY
+from .build import TOPDOWN_HEAD_REGISTRY
 
-__all__ = ["TopdownHeatmapSimpleHead", "joints_mse_loss", "build_topdown_keypoint_head"]
+__all__ = ["TopdownHeatmapSimpleHead", "joints_mse_loss"]
 
 
 def joints_mse_loss(
@@ -53,7 +54,7 @@ def _deconv_padding(kernel: int):
     raise ValueError(f"MODEL.TOPDOWN.HEAD.NUM_DECONV_KERNELS: unsupported deconv kernel {kernel} (use 2, 3 or 4)")
 
 
-@ROI_KEYPOINT_HEAD_REGISTRY.register()
+@TOPDOWN_HEAD_REGISTRY.register()
 class TopdownHeatmapSimpleHead(nn.Module):
     """Optional stride-2 deconvs (ConvTranspose2d without bias + BN + ReLU), then one conv with bias
     to K heatmaps. HRNeXt uses no deconv and a 1x1 final conv on the stride-4 feature.
@@ -157,13 +158,3 @@ class TopdownHeatmapSimpleHead(nn.Module):
                 pred, target, target_weight, self.use_target_weight, self.loss_weight
             )
         }
-
-
-def build_topdown_keypoint_head(cfg, input_shape: Union[ShapeSpec, Dict[str, ShapeSpec]]) -> nn.Module:
-    """Build the head named by MODEL.TOPDOWN.HEAD.NAME from ROI_KEYPOINT_HEAD_REGISTRY."""
-    name = cfg.MODEL.TOPDOWN.HEAD.NAME
-    try:
-        head_cls = ROI_KEYPOINT_HEAD_REGISTRY.get(name)
-    except KeyError as e:
-        raise KeyError(f"MODEL.TOPDOWN.HEAD.NAME={name!r} is not registered in ROI_KEYPOINT_HEAD_REGISTRY") from e
-    return head_cls(cfg, input_shape)

@@ -17,6 +17,8 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from ...config import add_hrnext_config
+
 __all__ = ["PersonDetector", "build_person_detector"]
 
 
@@ -87,10 +89,8 @@ def build_person_detector(cfg: CfgNode) -> Optional[PersonDetector]:
     det = cfg.MODEL.TOPDOWN.PERSON_DETECTOR
     if not det.CONFIG_FILE:
         return None
-    from hrnext_d2.config import add_hrnext_config  # detector configs may use an HRNeXt backbone
-
     det_cfg = get_cfg()
-    add_hrnext_config(det_cfg)
+    add_hrnext_config(det_cfg)  # detector configs may use an HRNeXt backbone
     det_cfg.set_new_allowed(True)
     det_cfg.merge_from_file(_resolve_config_file(det.CONFIG_FILE))
     if det.OPTS:

@@ -1,10 +1,10 @@
 """Top-down pose estimation as a Detectron2 meta-architecture.
 
-boxes (input / person detector / whole image) -> one batched on-device crop per image ->
-HRNeXt backbone -> heatmap head -> flip test -> codec decode -> back to the image ->
-rescoring + OKS-NMS -> ``Instances`` with ``pred_keypoints`` in Detectron2's convention.
-All geometry, decoding and NMS come from ``hrnext_d2.geometry``, ``modeling.codecs`` and
-``modeling.postprocess``, so training crops, inference crops and decoding share one implementation.
+boxes (input / person detector / whole image) -> on-device crops -> HRNeXt backbone -> heatmap head
+-> flip test -> decode + rescoring + OKS-NMS (``hrnext_d2.topdown.pipeline``) -> ``Instances`` with
+``pred_keypoints`` in Detectron2's convention. Crops, decoding and NMS are the numerics package's,
+so training crops, inference crops, the exported runtime and the tests share one implementation
+(quirk numbers refer to docs/mmpose_quirks.md).
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -13,76 +13,24 @@ import torch
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import Boxes, Instances
 
-from hrnext_d2 import geometry
-from hrnext_d2.data.datasets.keypoint_metadata import (
-    COCO_KEYPOINT_OKS_SIGMAS,
-    COCO_PERSON_KEYPOINT_FLIP_MAP,
-    COCO_PERSON_KEYPOINT_NAMES,
-    flip_map_to_flip_pairs,
+from ...data.datasets.keypoint_metadata import KeypointInfo, resolve_keypoint_metadata
+from ...topdown.codec import HeatmapCodec
+from ...topdown.crops import normalize_crops, warp_affine_crops
+from ...topdown.pipeline import (
+    PoseResults,
+    TopDownTestSettings,
+    boxes_xyxy_to_center_scale,
+    crop_matrices,
+    heatmaps_to_poses,
+    valid_box_mask,
 )
-from hrnext_d2.modeling import postprocess
-from hrnext_d2.modeling.codecs import HeatmapCodec
-from hrnext_d2.modeling.crops import crop_output_size, normalize_crops, warp_affine_crops
-from hrnext_d2.modeling.heads.heatmap_head import build_topdown_keypoint_head
-from hrnext_d2.modeling.meta_arch.person_detector import PersonDetector, build_person_detector
+from ..heads import build_topdown_keypoint_head
+from .person_detector import PersonDetector, build_person_detector
 
-__all__ = ["TopDownPoseEstimator", "COCO_OKS_SIGMAS", "COCO_FLIP_PAIRS", "resolve_keypoint_meta"]
-
-# Fallbacks for 17 keypoints without dataset metadata (one definition, in the dataset metadata module).
-COCO_OKS_SIGMAS = [float(s) for s in COCO_KEYPOINT_OKS_SIGMAS]
-COCO_FLIP_PAIRS = [list(p) for p in flip_map_to_flip_pairs(COCO_PERSON_KEYPOINT_NAMES, COCO_PERSON_KEYPOINT_FLIP_MAP)]
-
-
-def _dataset_metadata(cfg):
-    """Metadata of DATASETS.TEST[0], else DATASETS.TRAIN[0], when that dataset is registered."""
-    registered = set(DatasetCatalog.list()) | set(MetadataCatalog.list())
-    for names in (cfg.DATASETS.TEST, cfg.DATASETS.TRAIN):
-        if len(names) and names[0] in registered:
-            return names[0], MetadataCatalog.get(names[0])
-    return None, None
-
-
-def resolve_keypoint_meta(cfg) -> Tuple[List[List[int]], List[float]]:
-    """Flip pairs and OKS sigmas: MODEL.TOPDOWN.* if set, else dataset metadata, else COCO's (K=17)."""
-    k = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
-    name, meta = _dataset_metadata(cfg)
-    where = f"metadata of dataset {name!r}" if name else "COCO defaults"
-
-    sigmas = list(cfg.MODEL.TOPDOWN.OKS_SIGMAS)
-    sigma_src = "MODEL.TOPDOWN.OKS_SIGMAS"
-    if not sigmas and meta is not None and meta.get("keypoint_oks_sigmas") is not None:
-        sigmas, sigma_src = list(meta.get("keypoint_oks_sigmas")), f"keypoint_oks_sigmas of {where}"
-    if not sigmas and k == len(COCO_OKS_SIGMAS):
-        sigmas, sigma_src = list(COCO_OKS_SIGMAS), "COCO defaults"
-    if len(sigmas) != k:
-        raise ValueError(
-            f"MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS={k} but {sigma_src} has {len(sigmas)} OKS sigmas; "
-            "set MODEL.TOPDOWN.OKS_SIGMAS or register the dataset of DATASETS.TEST[0] with keypoint_oks_sigmas"
-        )
-
-    pairs = [list(p) for p in cfg.MODEL.TOPDOWN.FLIP_PAIRS]
-    pair_src = "MODEL.TOPDOWN.FLIP_PAIRS"
-    if not pairs and meta is not None:
-        if meta.get("keypoint_flip_pairs") is not None:
-            pairs, pair_src = [list(p) for p in meta.get("keypoint_flip_pairs")], f"keypoint_flip_pairs of {where}"
-        elif meta.get("keypoint_flip_map") is not None and meta.get("keypoint_names") is not None:
-            pairs = [list(p) for p in flip_map_to_flip_pairs(meta.get("keypoint_names"), meta.get("keypoint_flip_map"))]
-            pair_src = f"keypoint_flip_map of {where}"
-    if not pairs and k == 17:
-        pairs, pair_src = [list(p) for p in COCO_FLIP_PAIRS], "COCO defaults"
-    if not pairs and k != 17:
-        raise ValueError(
-            f"MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS={k}: no flip pairs; set MODEL.TOPDOWN.FLIP_PAIRS or "
-            "register the dataset of DATASETS.TEST[0] with keypoint_flip_pairs"
-        )
-    for p in pairs:
-        if len(p) != 2 or not all(0 <= int(i) < k for i in p):
-            raise ValueError(f"{pair_src}: flip pair {p} is not two keypoint indices in [0, {k})")
-    return [[int(a), int(b)] for a, b in pairs], [float(s) for s in sigmas]
+__all__ = ["TopDownPoseEstimator"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -103,21 +51,12 @@ class TopDownPoseEstimator(nn.Module):
         backbone: Backbone,
         keypoint_head: nn.Module,
         codec: HeatmapCodec,
+        keypoint_info: KeypointInfo,
         in_feature: str,
-        image_size: Sequence[int],
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
-        flip_pairs: Sequence[Sequence[int]],
-        oks_sigmas: Sequence[float],
         input_format: str = "RGB",
-        box_padding: float = 1.25,
-        flip_test: bool = True,
-        shift_heatmap: bool = True,
-        vis_thr: float = 0.2,
-        use_nms: bool = True,
-        soft_nms: bool = False,
-        oks_thr: float = 0.9,
-        max_dets: int = 20,
+        test_settings: TopDownTestSettings = TopDownTestSettings(),
         use_input_boxes: bool = True,
         person_detector: Optional[PersonDetector] = None,
         crop_batch_size: int = 64,
@@ -127,8 +66,8 @@ class TopDownPoseEstimator(nn.Module):
         self.backbone = backbone
         self.keypoint_head = keypoint_head
         self.codec = codec
+        self.keypoint_info = keypoint_info
         self.in_feature = in_feature
-        self.image_size = crop_output_size(image_size)
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for the top-down model, got {input_format!r}")
         self.input_format = input_format
@@ -136,16 +75,7 @@ class TopDownPoseEstimator(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         if self.pixel_mean.shape != self.pixel_std.shape:
             raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} and MODEL.PIXEL_STD {list(pixel_std)} differ in length")
-        self.flip_pairs = [[int(a), int(b)] for a, b in flip_pairs]
-        self.oks_sigmas = np.asarray(oks_sigmas, dtype=np.float64)
-        self.box_padding = float(box_padding)
-        self.flip_test = flip_test
-        self.shift_heatmap = shift_heatmap
-        self.vis_thr = float(vis_thr)
-        self.use_nms = use_nms
-        self.soft_nms = soft_nms
-        self.oks_thr = float(oks_thr)
-        self.max_dets = int(max_dets)
+        self.test_settings = test_settings
         self.use_input_boxes = use_input_boxes
         # A plain attribute, not a submodule: detector weights stay out of pose checkpoints.
         self.person_detector = person_detector
@@ -157,8 +87,6 @@ class TopDownPoseEstimator(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
-        keypoint_head = build_topdown_keypoint_head(cfg, backbone.output_shape())
-        flip_pairs, oks_sigmas = resolve_keypoint_meta(cfg)
         td = cfg.MODEL.TOPDOWN
         if td.IN_FEATURE not in backbone.output_shape():
             raise ValueError(
@@ -167,23 +95,14 @@ class TopDownPoseEstimator(nn.Module):
             )
         return {
             "backbone": backbone,
-            "keypoint_head": keypoint_head,
+            "keypoint_head": build_topdown_keypoint_head(cfg, backbone.output_shape()),
             "codec": HeatmapCodec.from_config(cfg),
+            "keypoint_info": resolve_keypoint_metadata(cfg),
             "in_feature": td.IN_FEATURE,
-            "image_size": list(cfg.INPUT.TOPDOWN.IMAGE_SIZE),
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
-            "flip_pairs": flip_pairs,
-            "oks_sigmas": oks_sigmas,
             "input_format": cfg.INPUT.FORMAT,
-            "box_padding": td.BOX_PADDING,
-            "flip_test": td.FLIP_TEST,
-            "shift_heatmap": td.SHIFT_HEATMAP,
-            "vis_thr": td.VIS_THR,
-            "use_nms": td.USE_NMS,
-            "soft_nms": td.SOFT_NMS,
-            "oks_thr": td.OKS_THR,
-            "max_dets": td.MAX_DETS,
+            "test_settings": TopDownTestSettings.from_config(cfg),
             "use_input_boxes": td.USE_INPUT_BOXES,
             "person_detector": build_person_detector(cfg),
             "crop_batch_size": td.CROP_BATCH_SIZE,
@@ -196,13 +115,33 @@ class TopDownPoseEstimator(nn.Module):
 
     @property
     def num_keypoints(self) -> int:
-        return len(self.oks_sigmas)
+        return self.keypoint_info.num_keypoints
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        """Crop size (w, h)."""
+        return self.codec.image_size
 
     # ------------------------------------------------------------------ network
     def forward_crops(self, crops: torch.Tensor) -> torch.Tensor:
         """Normalised crops (B, 3, H, W) -> heatmaps (B, K, H/4, W/4)."""
         features = self.backbone(crops)
         return self.keypoint_head(features[self.in_feature])
+
+    def crop_heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
+        """Normalised crops -> the heatmaps inference decodes: with FLIP_TEST the flip-test average
+        (quirk 15), CROP_BATCH_SIZE crops per backbone call."""
+        outs = []
+        for start in range(0, crops.shape[0], self.crop_batch_size):
+            chunk = crops[start : start + self.crop_batch_size]
+            heatmaps = self.forward_crops(chunk)
+            if self.test_settings.flip_test:
+                flipped = self.forward_crops(chunk.flip(3))
+                heatmaps = self.codec.combine_flip(
+                    heatmaps, flipped, self.keypoint_info.flip_pairs, self.test_settings.shift_heatmap
+                )
+            outs.append(heatmaps)
+        return torch.cat(outs, dim=0)
 
     def _to_rgb(self, images: torch.Tensor) -> torch.Tensor:
         """Channels in INPUT.FORMAT -> RGB (the order the network and PIXEL_MEAN are defined in)."""
@@ -275,114 +214,77 @@ class TopDownPoseEstimator(nn.Module):
         image = inp["image"]
         return int(inp.get("height", image.shape[-2])), int(inp.get("width", image.shape[-1]))
 
-    def _crop_matrices(self, inp: Dict, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
-        """Forward affines from the image TENSOR's pixels to crop pixels.
-
-        Boxes, centres and scales live in the height/width frame (as mmpose's); when the tensor was
-        resized, compose with the tensor -> frame map x = (x' + 0.5) / s - 0.5 (pixel centres).
-        """
-        if self.codec.use_udp:
-            mats = np.stack([geometry.get_udp_warp_matrix(0.0, c, s, self.image_size) for c, s in zip(centers, scales)])
-        else:
-            mats = geometry.get_affine_transforms(centers, scales, 0.0, self.image_size)
-        mats = mats.astype(np.float64)
-        h, w = self._frame_size(inp)
-        th, tw = inp["image"].shape[-2:]
-        if (th, tw) != (h, w):
-            sx, sy = tw / w, th / h
-            to_frame = np.array([[1.0 / sx, 0.0, 0.5 / sx - 0.5], [0.0, 1.0 / sy, 0.5 / sy - 0.5]])
-            lin = mats[:, :, :2]
-            mats = np.concatenate(
-                [lin @ to_frame[:, :2], (lin @ to_frame[:, 2:] + mats[:, :, 2:])], axis=2
-            )
-        return mats
-
-    def _heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
-        """Flip-tested heatmaps for normalised crops, CROP_BATCH_SIZE crops per backbone call."""
-        outs = []
-        for start in range(0, crops.shape[0], self.crop_batch_size):
-            chunk = crops[start : start + self.crop_batch_size]
-            heatmaps = self.forward_crops(chunk)
-            if self.flip_test:
-                flipped = self.forward_crops(chunk.flip(3))
-                heatmaps = self.codec.combine_flip(heatmaps, flipped, self.flip_pairs, self.shift_heatmap)
-            outs.append(heatmaps)
-        return torch.cat(outs, dim=0)
-
     @torch.no_grad()
     def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
         """Detectron2 image dicts -> ``[{"instances": Instances}]`` in each input's height/width frame."""
         boxes_per_image = self._gather_boxes(batched_inputs)
         mean, std = self._normalizer()
+        settings = self.test_settings
 
         crops, metas = [], []
         for inp, (boxes, scores) in zip(batched_inputs, boxes_per_image):
-            # A box without area has no crop (singular affine); mmpose would produce NaNs for it.
-            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            if not valid.all():
-                boxes, scores = boxes[valid], scores[valid]
+            valid = valid_box_mask(boxes)
+            boxes, scores = boxes[valid], scores[valid]
             if len(boxes) == 0:
                 metas.append((boxes, scores, None, None, 0))
                 continue
-            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-            centers, scales = geometry.box_xywh_to_center_scale(
-                xywh, image_size=self.image_size, padding=self.box_padding
+            centers, scales = boxes_xyxy_to_center_scale(boxes, self.image_size, settings.box_padding)
+            mats = crop_matrices(
+                centers, scales, self.image_size, self.codec.use_udp, self._frame_size(inp), inp["image"].shape[-2:]
             )
-            centers = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
-            scales = np.asarray(scales, dtype=np.float32).reshape(-1, 2)
             image = inp["image"].to(self.device, non_blocking=True)
-            raw = warp_affine_crops(
-                image, self._crop_matrices(inp, centers, scales), self.image_size, round_to_uint8=True
-            )
+            raw = warp_affine_crops(image, mats, self.image_size, round_to_uint8=True)
             crops.append(normalize_crops(self._to_rgb(raw), mean, std))
             metas.append((boxes, scores, centers, scales, len(boxes)))
 
-        heatmaps = self._heatmaps(torch.cat(crops)) if crops else None
+        heatmaps = self.crop_heatmaps(torch.cat(crops)) if crops else None
 
         results, offset = [], 0
         for inp, (boxes, scores, centers, scales, n) in zip(batched_inputs, metas):
             hm = heatmaps[offset : offset + n] if n else None
             offset += n
-            results.append({"instances": self._instances(inp, boxes, scores, centers, scales, hm)})
+            results.append(
+                {"instances": self.instances_from_heatmaps(self._frame_size(inp), boxes, scores, centers, scales, hm)}
+            )
         return results
 
-    def _instances(self, inp, boxes, box_scores, centers, scales, heatmaps) -> Instances:
-        """Decode, rescore, OKS-NMS, and pack one image's persons (Detectron2 keypoint convention)."""
-        h, w = self._frame_size(inp)
-        k = self.num_keypoints
-        inst = Instances((h, w))
+    def instances_from_heatmaps(
+        self,
+        image_hw: Tuple[int, int],
+        boxes: np.ndarray,
+        box_scores: np.ndarray,
+        centers: np.ndarray,
+        scales: np.ndarray,
+        heatmaps: Optional[torch.Tensor],
+    ) -> Instances:
+        """One image's persons as Detectron2 Instances: the (flip-combined) heatmaps of its crops
+        decoded, rescored and NMS'd, keypoints in Detectron2's convention (pixel index + 0.5).
+
+        boxes: XYXY (N, 4) in the image; centers / scales: their crops (float32 (N, 2));
+        heatmaps: (N, K, h, w), or None when the image has no person box.
+        """
+        h, w = image_hw
         if heatmaps is None:
-            inst.pred_boxes = Boxes(torch.zeros((0, 4), dtype=torch.float32, device=self.device))
-            inst.scores = torch.zeros((0,), dtype=torch.float32, device=self.device)
-            inst.pred_classes = torch.zeros((0,), dtype=torch.int64, device=self.device)
-            inst.pred_keypoints = torch.zeros((0, k, 3), dtype=torch.float32, device=self.device)
-            if self.return_heatmaps:
-                hh, ww = self.codec.heatmap_size[1], self.codec.heatmap_size[0]
-                inst.pred_keypoint_heatmaps = torch.zeros((0, k, hh, ww), device=self.device)
-            return inst
-
-        preds, maxvals = self.codec.decode(heatmaps.float().cpu().numpy(), centers, scales)
-        preds = np.asarray(preds, dtype=np.float32)
-        maxvals = np.asarray(maxvals, dtype=np.float32).reshape(len(preds), -1)
-        kpts = np.concatenate([preds, maxvals[:, :, None]], axis=2)  # (N, K, 3) mmpose coordinates
-        scores = postprocess.rescore(maxvals, box_scores, self.vis_thr)
-        s200 = (scales * np.float32(200)).astype(np.float32)
-        areas = s200[:, 0] * s200[:, 1]
-        if self.use_nms:
-            if self.soft_nms:
-                keep = postprocess.soft_oks_nms(kpts, scores, areas, self.oks_thr, self.oks_sigmas, max_dets=self.max_dets)
-            else:
-                keep = postprocess.oks_nms(kpts, scores, areas, self.oks_thr, self.oks_sigmas)
-            keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+            poses = PoseResults(
+                np.zeros((0, self.num_keypoints, 3), np.float32), np.zeros(0), np.zeros(0, np.int64)
+            )
         else:
-            keep = np.arange(len(kpts))
-
-        out_kpts = kpts[keep].copy()
-        out_kpts[:, :, :2] += 0.5  # mmpose pixel index -> Detectron2 (instances_to_coco_json subtracts 0.5)
-        inst.pred_boxes = Boxes(torch.as_tensor(boxes[keep], dtype=torch.float32, device=self.device))
-        inst.scores = torch.as_tensor(np.asarray(scores)[keep], dtype=torch.float32, device=self.device)
+            poses = heatmaps_to_poses(
+                heatmaps.float().cpu().numpy(), centers, scales, box_scores, self.codec,
+                self.keypoint_info.oks_sigmas, self.test_settings,
+            )
+        keypoints = poses.keypoints.copy()
+        keypoints[:, :, :2] += 0.5  # mmpose pixel index -> Detectron2 (instances_to_coco_json subtracts 0.5)
+        keep = poses.keep
+        inst = Instances((h, w))
+        inst.pred_boxes = Boxes(torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4)[keep], device=self.device))
+        inst.scores = torch.as_tensor(poses.scores, dtype=torch.float32, device=self.device)
         inst.pred_classes = torch.zeros((len(keep),), dtype=torch.int64, device=self.device)
-        inst.pred_keypoints = torch.as_tensor(out_kpts, dtype=torch.float32, device=self.device)
+        inst.pred_keypoints = torch.as_tensor(keypoints, dtype=torch.float32, device=self.device)
         if self.return_heatmaps:
-            inst.pred_keypoint_heatmaps = heatmaps[torch.as_tensor(keep, device=heatmaps.device)]
+            if heatmaps is None:
+                hw, hh = self.codec.heatmap_size
+                inst.pred_keypoint_heatmaps = torch.zeros((0, self.num_keypoints, hh, hw), device=self.device)
+            else:
+                inst.pred_keypoint_heatmaps = heatmaps[torch.as_tensor(keep, device=heatmaps.device)]
         return inst

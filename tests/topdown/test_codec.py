@@ -5,18 +5,10 @@ import torch
 from detectron2.config import get_cfg
 
 from hrnext_d2.config import add_hrnext_config
-from hrnext_d2.geometry import get_affine_transform, get_udp_warp_matrix, warp_joints
-from hrnext_d2.modeling.codecs import (
-    HeatmapCodec,
-    combine_flip,
-    flip_back,
-    get_max_preds,
-    result_boxes,
-    result_preds,
-)
+from hrnext_d2.topdown.codec import HeatmapCodec, combine_flip, flip_back, get_max_preds
+from hrnext_d2.topdown.geometry import get_affine_transform, get_udp_warp_matrix, warp_joints
 from tests.conftest import shared_path
-
-COCO_FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
+from tests.topdown.mmpose_reference import COCO_FLIP_PAIRS, result_boxes, result_preds
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +225,7 @@ def test_stacked_blurs_match_per_channel_cv2():
     """The blurs run on vertically stacked channels; each must equal mmpose's per-channel cv2 call."""
     import cv2
 
-    from hrnext_d2.modeling.codecs import gaussian_blur, udp_blur
+    from hrnext_d2.topdown.codec import gaussian_blur, udp_blur
 
     rng = np.random.default_rng(0)
     hm = (rng.random((3, 17, 64, 48), dtype=np.float32) - 0.1).astype(np.float32)

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import torch
 
-from hrnext_d2.modeling.crops import invert_affine, normalize_crops, warp_affine_crops
+from hrnext_d2.topdown.crops import invert_affine, normalize_crops, warp_affine_crops
 from tests.conftest import shared_path
 
 
 def _box_affine(box_xywh, out_wh, rot_deg=0.0, padding=1.25):
-    """Closed-form crop matrix (image -> crop) for a box, independent of hrnext_d2.geometry."""
+    """Closed-form crop matrix (image -> crop) for a box, independent of hrnext_d2.topdown.geometry."""
     x, y, w, h = box_xywh
     cx, cy = x + w / 2, y + h / 2
     aspect = out_wh[0] / out_wh[1]

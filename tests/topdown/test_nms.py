@@ -2,16 +2,9 @@
 import numpy as np
 import pytest
 
-from hrnext_d2.modeling.postprocess import (
-    COCO_OKS_SIGMAS,
-    oks_iou,
-    oks_matrix,
-    oks_nms,
-    rescore,
-    rescore_and_nms,
-    soft_oks_nms,
-)
+from hrnext_d2.topdown.nms import oks_matrix, oks_nms, rescore, rescore_and_nms, soft_oks_nms
 from tests.conftest import shared_path
+from tests.topdown.mmpose_reference import COCO_OKS_SIGMAS, oks_iou
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +51,8 @@ def _check_oks(golden, img):
     m = oks_matrix(kp, area, COCO_OKS_SIGMAS)
     assert m.dtype == np.float32 and m.shape == (n, n)
     np.testing.assert_array_equal(m, golden["nms_oks"][img, :n, :n])
-    m_vis = oks_matrix(kp, area, COCO_OKS_SIGMAS, vis_thr=0.2)
-    np.testing.assert_array_equal(m_vis, golden["nms_oks_visthr"][img, :n, :n])
-    # The single-pose form, as mmpose calls it.
-    for i in (0, n - 1):
+    # The single-pose oracle, as mmpose calls it, with and without a vis_thr (quirk 18).
+    for i in range(n):
         np.testing.assert_array_equal(oks_iou(kp[i], kp, area[i], area), golden["nms_oks"][img, i, :n])
         np.testing.assert_array_equal(
             oks_iou(kp[i], kp, area[i], area, vis_thr=0.2), golden["nms_oks_visthr"][img, i, :n]
@@ -81,10 +72,10 @@ def _check_nms(golden, img):
     keep_soft = soft_oks_nms(kp, scores, area, 0.9, COCO_OKS_SIGMAS, max_dets=20)
     assert keep_soft == _kept(golden["nms_keep_soft"][img])
     # The evaluate path end to end (rescore, then NMS).
-    keep2, scores2 = rescore_and_nms(kp, box, area, vis_thr=0.2, oks_thr=0.9)
+    keep2, scores2 = rescore_and_nms(kp, box, area, COCO_OKS_SIGMAS, vis_thr=0.2, oks_thr=0.9)
     assert keep2.tolist() == keep
     np.testing.assert_array_equal(scores2, scores)
-    keep3, _ = rescore_and_nms(kp, box, area, vis_thr=0.2, oks_thr=0.9, soft_nms=True, max_dets=20)
+    keep3, _ = rescore_and_nms(kp, box, area, COCO_OKS_SIGMAS, vis_thr=0.2, oks_thr=0.9, soft_nms=True, max_dets=20)
     assert keep3.tolist() == keep_soft
 
 
@@ -95,10 +86,12 @@ def test_vis_thr_flag():
     kp[0, :, 2] = 0.1  # person 0 below threshold everywhere
     kp[1, :, 2] = 0.9
     area = np.array([1000.0, 1000.0], np.float32)
-    buggy = oks_matrix(kp, area, vis_thr=0.2)
-    fixed = oks_matrix(kp, area, vis_thr=0.2, mmpose_vis_thr_bug=False)
+    buggy = np.stack([oks_iou(kp[i], kp, area[i], area, vis_thr=0.2) for i in range(2)])
+    fixed = np.stack([oks_iou(kp[i], kp, area[i], area, vis_thr=0.2, mmpose_vis_thr_bug=False) for i in range(2)])
     assert buggy[1, 0] == 0.0 and buggy[0, 1] > 0.0  # mask of the d-side person only
     assert fixed[0, 1] == 0.0 and fixed[1, 0] == 0.0
+    # The package's OKS (the evaluate path) takes no vis_thr: every keypoint counts.
+    assert oks_matrix(kp, area, COCO_OKS_SIGMAS)[1, 0] > 0.0
 
 
 def test_nms_behaviour():
@@ -112,15 +105,15 @@ def test_nms_behaviour():
     area = np.full(3, 20000.0, np.float32)
     scores = np.array([0.8, 0.9, 0.7])
     # The duplicate with the higher score wins, the far pose survives.
-    assert oks_nms(kp, scores, area, 0.9) == [1, 2]
+    assert oks_nms(kp, scores, area, 0.9, COCO_OKS_SIGMAS) == [1, 2]
     # Soft-NMS drops nothing below max_dets but reorders by decayed score: the far pose (no overlap)
     # now beats the suppressed duplicate.
-    assert soft_oks_nms(kp, scores, area, 0.9) == [1, 2, 0]
-    assert soft_oks_nms(kp, scores, area, 0.9, max_dets=2) == [1, 2]
-    assert oks_nms(kp[:0], scores[:0], area[:0], 0.9) == []
+    assert soft_oks_nms(kp, scores, area, 0.9, COCO_OKS_SIGMAS) == [1, 2, 0]
+    assert soft_oks_nms(kp, scores, area, 0.9, COCO_OKS_SIGMAS, max_dets=2) == [1, 2]
+    assert oks_nms(kp[:0], scores[:0], area[:0], 0.9, COCO_OKS_SIGMAS) == []
     # An OKS exactly at the threshold is kept (only > thr suppresses).
-    oks = oks_matrix(kp, area)[1, 0]
-    assert oks_nms(kp, scores, area, float(oks)) == [1, 0, 2]
+    oks = oks_matrix(kp, area, COCO_OKS_SIGMAS)[1, 0]
+    assert oks_nms(kp, scores, area, float(oks), COCO_OKS_SIGMAS) == [1, 0, 2]
 
 
 def test_bad_input_errors():
@@ -130,4 +123,4 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="box scores"):
         rescore(kp[:, :, 2], np.ones(3))
     with pytest.raises(ValueError, match="scores"):
-        oks_nms(kp, np.ones(3), np.ones(2), 0.9)
+        oks_nms(kp, np.ones(3), np.ones(2), 0.9, COCO_OKS_SIGMAS)

@@ -6,7 +6,7 @@ pixel-index coordinates (integer = pixel centre), sizes written (w, h), scale in
 
 The float32 / float64 mix of every formula follows mmpose under numpy 1.x promotion rules (e.g. a
 float32 numpy scalar times a Python float is float64, a float32 array times any scalar stays
-float32); comments name the quirk a line reproduces (numbers refer to the golden README).
+float32); comments name the quirk a line reproduces (numbers refer to docs/mmpose_quirks.md).
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -28,6 +28,7 @@ __all__ = [
     "half_body_center_scale",
     "apply_half_body",
     "random_scale_rotation",
+    "scale_areas",
 ]
 
 PIXEL_STD = 200.0
@@ -403,3 +404,10 @@ def random_scale_rotation(
     r_factor = float(np.clip(rng.standard_normal() * rf, -rf * 2, rf * 2))
     r = r_factor if rng.random() <= rot_prob else 0.0
     return s, r
+
+
+def scale_areas(scales: ArrayLike) -> np.ndarray:
+    """Person areas as mmpose's result dict computes them (quirk 14): float32(s_w * 200) *
+    float32(s_h * 200) in float32, for scales (N, 2) -> (N,). OKS-NMS uses these areas."""
+    s200 = (np.asarray(scales, dtype=np.float32).reshape(-1, 2) * np.float32(PIXEL_STD)).astype(np.float32)
+    return s200[:, 0] * s200[:, 1]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hrnext_d2.geometry import (
+from hrnext_d2.topdown.geometry import (
     affine_transform_points,
     apply_half_body,
     box_xywh_to_center_scale,
@@ -18,8 +18,7 @@ from hrnext_d2.geometry import (
     warp_joints,
 )
 from tests.conftest import shared_path
-
-COCO_FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
+from tests.topdown.mmpose_reference import COCO_FLIP_PAIRS
 
 
 @pytest.fixture(scope="module")

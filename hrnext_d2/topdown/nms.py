@@ -2,26 +2,14 @@
 
 mmpose's ``TopDownCocoDataset.evaluate`` rescales every instance score by the mean of its confident
 keypoint scores, then runs OKS-NMS (or soft-OKS-NMS) per image. These functions do the same on
-numpy arrays with the same float32 / float64 arithmetic (quirk numbers refer to the golden README),
-computing the N x N OKS matrix once instead of one row per pick.
+numpy arrays with the same float32 / float64 arithmetic (quirk numbers refer to
+docs/mmpose_quirks.md), computing the N x N OKS matrix once instead of one row per pick.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = [
-    "COCO_OKS_SIGMAS",
-    "rescore",
-    "oks_iou",
-    "oks_matrix",
-    "oks_nms",
-    "soft_oks_nms",
-    "rescore_and_nms",
-]
-
-COCO_OKS_SIGMAS = np.array(
-    [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089]
-)
+__all__ = ["rescore", "oks_matrix", "oks_nms", "soft_oks_nms", "rescore_and_nms"]
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
 
@@ -61,28 +49,19 @@ def _flat_keypoints(keypoints: ArrayLike) -> np.ndarray:
     return kp
 
 
-def _sigmas(sigmas: Optional[ArrayLike], k: int) -> np.ndarray:
-    s = COCO_OKS_SIGMAS if sigmas is None else np.asarray(sigmas, dtype=np.float64).reshape(-1)
+def _sigmas(sigmas: ArrayLike, k: int) -> np.ndarray:
+    s = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if len(s) != k:
         raise ValueError(f"OKS sigmas have {len(s)} entries but the keypoints have {k}")
     return s
 
 
-def oks_matrix(
-    keypoints: ArrayLike,
-    areas: ArrayLike,
-    sigmas: Optional[ArrayLike] = None,
-    vis_thr: Optional[float] = None,
-    mmpose_vis_thr_bug: bool = True,
-) -> np.ndarray:
+def oks_matrix(keypoints: ArrayLike, areas: ArrayLike, sigmas: ArrayLike) -> np.ndarray:
     """All pairwise OKS: M[i, j] = mmpose ``oks_iou(g=person i, d=person j)``; (N, N) float32.
 
     Quirk 17: area = mean of the two instances' areas + eps, e = d^2 / (2 sigma)^2 / area / 2 with
     float32 coordinate differences and float64 from the division by the variances on; OKS =
-    mean(exp(-e)) over all keypoints (``vis_thr`` None, as evaluate). With ``vis_thr`` and
-    ``mmpose_vis_thr_bug`` (quirk 18), only person j's keypoints with score > vis_thr count, because
-    mmpose's ``list(vg > thr) and list(vd > thr)`` returns the second list; without the bug flag,
-    both persons' keypoints must pass. No keypoint passing gives 0.
+    mean(exp(-e)) over all keypoints, whatever their scores (as mmpose's evaluate calls it).
     """
     kp = _flat_keypoints(keypoints)
     n, k = kp.shape[:2]
@@ -90,71 +69,29 @@ def oks_matrix(
     a = np.asarray(areas).reshape(-1)
     if len(a) != n:
         raise ValueError(f"oks: {n} instances but {len(a)} areas")
-    x, y, v = kp[:, :, 0], kp[:, :, 1], kp[:, :, 2]
+    x, y = kp[:, :, 0], kp[:, :, 1]
     dx = x[None, :, :] - x[:, None, :]  # [i, j] = xd(j) - xg(i), in the keypoints' dtype (float32)
     dy = y[None, :, :] - y[:, None, :]
     pair_area = (a[:, None] + a[None, :]).astype(np.float64) / 2 + np.spacing(1)  # float32 sum, then float64
     e = (dx**2 + dy**2) / var / pair_area[:, :, None] / 2
-    ex = np.exp(-e)
-    out = np.zeros((n, n), dtype=np.float32)
-    if vis_thr is None:
-        out[:] = np.sum(ex, axis=-1) / k
-        return out
-    # Mask compare as mmpose: a float32 array against a Python float runs in float32.
-    vis = v > np.asarray(vis_thr, dtype=v.dtype) if np.issubdtype(v.dtype, np.floating) else v > vis_thr
-    for j in range(n):
-        if mmpose_vis_thr_bug:  # the mask depends on person j only: one column at a time
-            cnt = int(vis[j].sum())
-            if cnt:
-                out[:, j] = np.sum(ex[:, j][:, vis[j]], axis=-1) / cnt
-            continue
-        for i in range(n):
-            sel = vis[j] & vis[i]
-            cnt = int(sel.sum())
-            out[i, j] = np.sum(ex[i, j][sel]) / cnt if cnt else 0.0
-    return out
+    return (np.sum(np.exp(-e), axis=-1) / k).astype(np.float32)
 
 
-def oks_iou(
-    g: ArrayLike,
-    d: ArrayLike,
-    a_g: float,
-    a_d: ArrayLike,
-    sigmas: Optional[ArrayLike] = None,
-    vis_thr: Optional[float] = None,
-    mmpose_vis_thr_bug: bool = True,
-) -> np.ndarray:
-    """mmpose ``oks_iou``: OKS of one pose ``g`` (K, 3) against poses ``d`` (M, K, 3); (M,) float32."""
-    gk = _flat_keypoints(np.asarray(g)[None])
-    dk = _flat_keypoints(d) if np.size(d) else np.zeros((0,) + gk.shape[1:], gk.dtype)
-    kp = np.concatenate([gk, dk.astype(gk.dtype, copy=False)], axis=0)
-    areas = np.concatenate([np.asarray(a_g).reshape(1), np.asarray(a_d).reshape(-1)])
-    return oks_matrix(kp, areas, sigmas, vis_thr, mmpose_vis_thr_bug)[0, 1:]
-
-
-def _prepare(keypoints, scores, areas, sigmas, vis_thr, bug) -> Tuple[np.ndarray, np.ndarray]:
+def _prepare(keypoints, scores, areas, sigmas) -> Tuple[np.ndarray, np.ndarray]:
     kp = _flat_keypoints(keypoints)
     sc = np.asarray(scores).reshape(-1)
     if len(sc) != len(kp):
         raise ValueError(f"OKS-NMS: {len(kp)} instances but {len(sc)} scores")
-    return oks_matrix(kp, areas, sigmas, vis_thr, bug), sc
+    return oks_matrix(kp, areas, sigmas), sc
 
 
-def oks_nms(
-    keypoints: ArrayLike,
-    scores: ArrayLike,
-    areas: ArrayLike,
-    thr: float = 0.9,
-    sigmas: Optional[ArrayLike] = None,
-    vis_thr: Optional[float] = None,
-    mmpose_vis_thr_bug: bool = True,
-) -> List[int]:
+def oks_nms(keypoints: ArrayLike, scores: ArrayLike, areas: ArrayLike, thr: float, sigmas: ArrayLike) -> List[int]:
     """mmpose ``oks_nms``: greedy by descending score (``argsort()[::-1]``, so ties follow numpy),
     dropping every remaining instance whose float32 OKS with the pick is > thr (equal is kept).
     Returns the kept indices in pick order."""
     if len(np.asarray(scores).reshape(-1)) == 0:
         return []
-    oks, sc = _prepare(keypoints, scores, areas, sigmas, vis_thr, mmpose_vis_thr_bug)
+    oks, sc = _prepare(keypoints, scores, areas, sigmas)
     thr32 = np.float32(thr)  # float32 OKS array vs a Python float compares in float32
     order = sc.argsort()[::-1]
     keep = []
@@ -167,21 +104,14 @@ def oks_nms(
 
 
 def soft_oks_nms(
-    keypoints: ArrayLike,
-    scores: ArrayLike,
-    areas: ArrayLike,
-    thr: float = 0.9,
-    sigmas: Optional[ArrayLike] = None,
-    max_dets: int = 20,
-    vis_thr: Optional[float] = None,
-    mmpose_vis_thr_bug: bool = True,
+    keypoints: ArrayLike, scores: ArrayLike, areas: ArrayLike, thr: float, sigmas: ArrayLike, max_dets: int = 20
 ) -> List[int]:
     """mmpose ``soft_oks_nms`` (quirk 19): after each pick the remaining scores are multiplied by
     exp(-oks^2 / thr) (float32 exponent) and re-sorted; nothing is dropped except by ``max_dets``.
     Returns indices only (mmpose writes the undecayed scores of the kept instances)."""
     if len(np.asarray(scores).reshape(-1)) == 0:
         return []
-    oks, sc = _prepare(keypoints, scores, areas, sigmas, vis_thr, mmpose_vis_thr_bug)
+    oks, sc = _prepare(keypoints, scores, areas, sigmas)
     thr32 = np.float32(thr)
     order = sc.argsort()[::-1]
     sc = sc[order]
@@ -202,16 +132,16 @@ def rescore_and_nms(
     keypoints: ArrayLike,
     box_scores: ArrayLike,
     areas: ArrayLike,
+    sigmas: ArrayLike,
     vis_thr: float = 0.2,
     oks_thr: float = 0.9,
-    sigmas: Optional[ArrayLike] = None,
     use_nms: bool = True,
     soft_nms: bool = False,
     max_dets: int = 20,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """One image of mmpose's evaluate (quirk 20): rescore with ``vis_thr``, then OKS-NMS or
-    soft-OKS-NMS with ``oks_thr`` (all keypoints, no vis_thr). Returns (kept indices int64, the
-    rescored float64 scores of all instances)."""
+    soft-OKS-NMS with ``oks_thr`` (all keypoints, no vis_thr). Returns (kept indices int64 in pick
+    order, the rescored float64 scores of all instances)."""
     kp = _flat_keypoints(keypoints)
     scores = rescore(kp[:, :, 2], box_scores, vis_thr)
     if not use_nms:

@@ -1,8 +1,8 @@
 """Heatmap codec of top-down pose estimation: MSRA / UDP targets and argmax / DARK / UDP decoding.
 
 Reproduces mmpose 0.23 (``TopDownGenerateTarget``, ``keypoints_from_heatmaps``, ``flip_back`` and the
-head's flip shift) bit for bit under numpy 1.x promotion rules. Quirk numbers refer to the golden
-README of the top-down math. Decoding is vectorised over persons and joints; only the DARK blur loops
+head's flip shift) bit for bit under numpy 1.x promotion rules. Quirk numbers refer to
+docs/mmpose_quirks.md. Decoding is vectorised over persons and joints; only the DARK blur loops
 (one ``cv2.GaussianBlur`` per channel, which exact equality needs).
 """
 from typing import Any, List, Optional, Sequence, Tuple
@@ -10,7 +10,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from hrnext_d2.geometry import transform_preds
+from .geometry import transform_preds
 
 __all__ = [
     "HeatmapCodec",
@@ -22,8 +22,6 @@ __all__ = [
     "udp_blur",
     "flip_back",
     "combine_flip",
-    "result_preds",
-    "result_boxes",
 ]
 
 POST_PROCESS_CHOICES = ("default", "unbiased", "udp", "none")
@@ -234,7 +232,7 @@ def flip_back(heatmaps_flipped: Any, flip_pairs: Sequence[Sequence[int]], shift:
         if shift:
             out = np.concatenate([out[..., :1], out[..., :-1]], axis=-1)
         return np.ascontiguousarray(out)
-    import torch  # only reached with a tensor
+    import torch  # lazy: the onnxruntime pipeline uses this module without torch installed
 
     index = torch.as_tensor(perm, device=heatmaps_flipped.device)
     out = heatmaps_flipped.index_select(1, index).flip(-1)
@@ -246,30 +244,6 @@ def flip_back(heatmaps_flipped: Any, flip_pairs: Sequence[Sequence[int]], shift:
 def combine_flip(orig: Any, flipped: Any, flip_pairs: Sequence[Sequence[int]], shift: bool = True) -> Any:
     """Flip-test average (orig + flip_back(flipped)) * 0.5, in the input dtype (float32 in mmpose)."""
     return (orig + flip_back(flipped, flip_pairs, shift)) * 0.5
-
-
-def result_preds(preds: np.ndarray, maxvals: np.ndarray) -> np.ndarray:
-    """mmpose result-dict ``preds``: (N, K, 3) float32 (x_img, y_img, maxval)."""
-    p = np.asarray(preds)
-    out = np.zeros(p.shape[:2] + (3,), dtype=np.float32)
-    out[:, :, 0:2] = p[:, :, 0:2]
-    out[:, :, 2:3] = np.asarray(maxvals).reshape(p.shape[0], p.shape[1], 1)
-    return out
-
-
-def result_boxes(centers: np.ndarray, scales: np.ndarray, box_scores: Optional[np.ndarray] = None) -> np.ndarray:
-    """mmpose result-dict ``boxes``: (N, 6) float32 (c_x, c_y, s_w, s_h, area, score) (quirk 14).
-
-    area = float32(s_w * 200) * float32(s_h * 200) in float32; score = box score cast to float32, or 1.
-    """
-    c = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
-    s = np.asarray(scales, dtype=np.float32).reshape(-1, 2)
-    out = np.zeros((len(c), 6), dtype=np.float32)
-    out[:, 0:2] = c
-    out[:, 2:4] = s
-    out[:, 4] = np.prod(s * 200.0, axis=1)
-    out[:, 5] = 1.0 if box_scores is None else np.asarray(box_scores, dtype=np.float64).reshape(-1)
-    return out
 
 
 def _paste_clipped(channel: np.ndarray, patch: np.ndarray, ul: List[int], br: List[int]) -> None:
@@ -459,5 +433,3 @@ class HeatmapCodec:
     # Flip-test helpers as methods too, so a model holding a codec needs nothing else.
     flip_back = staticmethod(flip_back)
     combine_flip = staticmethod(combine_flip)
-    result_preds = staticmethod(result_preds)
-    result_boxes = staticmethod(result_boxes)
