@@ -1,5 +1,7 @@
 """Building blocks of HRNeXt: dynamic convolution, space-to-batch dilated depthwise convolution,
 drop path, channels-last LayerNorm, and the folded inference forms."""
+from .conv_gelu import conv2d_gelu
+from .depthwise_nhwc import cpu_kernels_available, cpu_kernels_usable, depthwise_conv2d
 from .dilated_depthwise import dilated_depthwise_conv2d
 from .drop_path import DropPath
 from .dynamic_conv import DConv, DynamicKernelAggregation, KernelAggregation, KernelAttention
@@ -8,6 +10,10 @@ from .fused import FusedInferenceMixin, clear_all_fused_caches
 from .norm import ChannelsLastLayerNorm, fold_conv_norm, is_foldable_norm, norm_scale_shift
 
 __all__ = [
+    "conv2d_gelu",
+    "cpu_kernels_available",
+    "cpu_kernels_usable",
+    "depthwise_conv2d",
     "dilated_depthwise_conv2d",
     "DropPath",
     "DConv",

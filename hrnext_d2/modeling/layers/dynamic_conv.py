@@ -5,7 +5,8 @@ Names mirror the official modules (`DConv.conv` = `DynamicKernelAggregation` wit
 
 Two formulations of the same function:
 - reference: the batch folded into the groups of one grouped convolution (as the official code);
-- fast (`fast_ops`): a 1x1 dynamic conv as a batched matmul on the per-sample kernels.
+- fast (`fast_ops`): a 1x1 dynamic conv as a batched matmul on the per-sample kernels, a depthwise
+  one as a depthwise conv with per-sample kernels (`depthwise_nhwc.depthwise_conv2d`).
 and a folded inference form (`DConv.fold` / `DConv.apply_folded`) in which the BatchNorm after the
 conv, an optional multiplier (layer scale) and an optional per-channel affine map on the input (a
 BatchNorm before a 1x1 conv) are folded into the kernel bank and the attention branch.
@@ -18,6 +19,7 @@ from detectron2.layers import get_norm
 from detectron2.utils import comm
 from torch import nn
 
+from .depthwise_nhwc import depthwise_conv2d
 from .formulation import FormulationMixin
 from .norm import norm_scale_shift
 
@@ -92,19 +94,45 @@ class KernelAggregation(FormulationMixin, nn.Module):
     def forward(self, x: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         return self.convolve(x, attention, self.weight, None, self.fast_ops)
 
+    @property
+    def is_depthwise(self) -> bool:
+        return self.groups == self.in_channels == self.out_channels
+
     def convolve(self, x: torch.Tensor, attention: torch.Tensor, bank: torch.Tensor,
-                 bias: Optional[torch.Tensor], fast: bool) -> torch.Tensor:
-        """Convolve sample b of `x` with sum_k attention[b, k] * bank[k] (+ bias: (out,) or (B, out))."""
+                 bias: Optional[torch.Tensor], fast: bool, gelu: bool = False) -> torch.Tensor:
+        """Convolve sample b of `x` with sum_k attention[b, k] * bank[k] (+ bias: (out,) or (B, out)).
+
+        fast: a 1x1 conv is a batched matmul (in the memory format of `x`); a depthwise conv runs
+        the per-sample kernels directly (`depthwise_conv2d`). Otherwise (the reference) one grouped
+        convolution with the batch folded into the groups. `gelu`: the exact GELU of the result
+        (fused into the depthwise kernel at inference).
+        """
+        if fast and self.is_depthwise:
+            B = x.shape[0]
+            kernels = torch.mm(attention, bank.reshape(self.num_kernels, -1))
+            kernels = kernels.view(B, self.out_channels, self.kernel_size, self.kernel_size)
+            if bias is not None:
+                bias = bias.expand(B, self.out_channels)
+            return depthwise_conv2d(x, kernels, bias, self.stride, self.padding, self.dilation, gelu=gelu)
+        y = self._convolve(x, attention, bank, bias, fast)
+        return F.gelu(y) if gelu else y
+
+    def _convolve(self, x: torch.Tensor, attention: torch.Tensor, bank: torch.Tensor,
+                  bias: Optional[torch.Tensor], fast: bool) -> torch.Tensor:
         B, C, H, W = x.shape
         K = self.num_kernels
         kernels = torch.mm(attention, bank.reshape(K, -1))
         if fast and self.is_pointwise:
             kernels = kernels.view(B, self.out_channels, self.in_channels)
+            if bias is not None:
+                bias = bias.reshape(-1, self.out_channels)
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                xf = x.permute(0, 2, 3, 1).reshape(B, H * W, C)  # a view: (B, HW, C)
+                kt = kernels.transpose(1, 2)
+                y = torch.bmm(xf, kt) if bias is None else torch.baddbmm(bias.unsqueeze(1), xf, kt)
+                return y.view(B, H, W, self.out_channels).permute(0, 3, 1, 2)
             xf = x.reshape(B, C, H * W)
-            if bias is None:
-                y = torch.bmm(kernels, xf)
-            else:
-                y = torch.baddbmm(bias.view(-1, self.out_channels, 1), kernels, xf)
+            y = torch.bmm(kernels, xf) if bias is None else torch.baddbmm(bias.unsqueeze(2), kernels, xf)
             return y.view(B, self.out_channels, H, W)
         kernels = kernels.view(B * self.out_channels, self.in_channels // self.groups,
                                self.kernel_size, self.kernel_size)
@@ -187,13 +215,18 @@ class DConv(nn.Module):
             w = w * a.view(1, -1, 1, 1)
         return {"weight": w * s.view(-1, 1, 1, 1), "bias": b}
 
-    def apply_folded(self, x: torch.Tensor, f: Dict[str, torch.Tensor], fast: bool = True) -> torch.Tensor:
+    def apply_folded(self, x: torch.Tensor, f: Dict[str, torch.Tensor], fast: bool = True,
+                     gelu: bool = False) -> torch.Tensor:
+        """The folded conv (+ GELU when `gelu`)."""
         if self.is_dynamic:
             agg = self.conv.aggregation
             att = KernelAttention.apply_folded(x, f["attention"])
             bias = f["bias"]
             if "bias_bank" in f:
                 bias = torch.addmm(bias, att, f["bias_bank"])
-            return agg.convolve(x, att, f["bank"], bias, fast)
+            return agg.convolve(x, att, f["bank"], bias, fast, gelu=gelu)
         c = self.conv
-        return F.conv2d(x, f["weight"], f["bias"], c.stride, c.padding, c.dilation, c.groups)
+        if fast and gelu and c.groups == x.shape[1] and c.groups == c.out_channels:
+            return depthwise_conv2d(x, f["weight"], f["bias"], c.stride, c.padding, c.dilation, gelu=True)
+        y = F.conv2d(x, f["weight"], f["bias"], c.stride, c.padding, c.dilation, c.groups)
+        return F.gelu(y) if gelu else y

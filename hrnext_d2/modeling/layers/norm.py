@@ -22,9 +22,11 @@ class ChannelsLastLayerNorm(FormulationMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast_ops:
-            # F.layer_norm makes its own contiguous copy of the permuted view; one copy back to NCHW.
             y = F.layer_norm(x.permute(0, 2, 3, 1), self.norm.normalized_shape, self.norm.weight,
                              self.norm.bias, self.norm.eps)
+            if x.is_contiguous(memory_format=torch.channels_last):
+                return y.permute(0, 3, 1, 2)  # already channels-last in memory: no copy at all
+            # F.layer_norm made its own contiguous copy of the permuted view; one copy back to NCHW.
             return y.permute(0, 3, 1, 2).contiguous()
         y = self.norm(x.permute(0, 2, 3, 1).contiguous())
         return y.permute(0, 3, 1, 2).contiguous()

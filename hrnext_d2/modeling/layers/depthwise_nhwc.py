@@ -1,0 +1,231 @@
+"""Depthwise convolution on channels-last CPU tensors with shared or per-sample kernels.
+
+Why: on the CPU, oneDNN runs HRNeXt's dynamic (per-sample) depthwise convs only as one grouped conv
+with the batch folded into B*C groups, has no fast path for the dilated 7x7 depthwise conv, and its
+depthwise backward is slow; together they are the largest part of HRNeXt's CPU time. The C kernels
+in `csrc/depthwise_nhwc.c` compute the same sums with the channels innermost (vectorised by the
+compiler). They are compiled on first use with the system C compiler (a few seconds) into a cache
+folder (`$HRNEXT_D2_CACHE`, default `~/.cache/hrnext_d2`); without a compiler, or with
+HRNEXT_D2_CPU_KERNELS=0, every call falls back to PyTorch's own convolution (same function).
+"""
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["depthwise_conv2d", "cpu_kernels_available", "cpu_kernels_usable"]
+
+logger = logging.getLogger(__name__)
+
+_CSRC = Path(__file__).with_name("csrc")
+_SOURCES = (_CSRC / "depthwise_nhwc.c", _CSRC / "gelu_fast_math.c")
+_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=c99"]
+_lock = threading.Lock()
+_lib: Optional[ctypes.CDLL] = None
+_tried = False
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def _cpu_signature() -> str:
+    """CPU model and features (the library is built for this CPU with -march=native)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _compile(cc: str, out: Path) -> None:
+    """Build the library: the GELU file with -ffast-math (vectorised erff from glibc's libmvec), the
+    rest without; linked without -ffast-math so the process's denormal handling is untouched. Where
+    libmvec is missing, the GELU is built without -ffast-math (scalar erff, same values)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=str(out.parent)) as tmp:
+        main_o, gelu_o, lib = (os.path.join(tmp, n) for n in ("dw.o", "gelu.o", "lib.so"))
+        run = lambda args: subprocess.run([cc, *args], check=True, capture_output=True, text=True)  # noqa: E731
+        run([*_CFLAGS, "-c", str(_SOURCES[0]), "-o", main_o])
+        try:
+            run([*_CFLAGS, "-ffast-math", "-c", str(_SOURCES[1]), "-o", gelu_o])
+            run(["-shared", "-fopenmp", main_o, gelu_o, "-o", lib, "-lmvec", "-lm"])
+        except subprocess.CalledProcessError:
+            run([*_CFLAGS, "-c", str(_SOURCES[1]), "-o", gelu_o])
+            run(["-shared", "-fopenmp", main_o, gelu_o, "-o", lib, "-lm"])
+        os.replace(lib, out)  # atomic: concurrent processes never load a half-written file
+
+
+def _load() -> Optional[ctypes.CDLL]:
+    """The compiled kernels, building them on first use; None when they cannot be had."""
+    global _lib, _tried
+    if _tried:
+        return _lib
+    with _lock:
+        if _tried:
+            return _lib
+        _tried = True
+        if os.environ.get("HRNEXT_D2_CPU_KERNELS", "1") == "0":
+            return None
+        cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+        if cc is None:
+            logger.warning("No C compiler found: HRNeXt depthwise convs use PyTorch's slower CPU path")
+            return None
+        key = hashlib.sha1(
+            "\n".join([*(p.read_text() for p in _SOURCES), cc, " ".join(_CFLAGS), _cpu_signature()]).encode()
+        ).hexdigest()[:16]
+        cache = Path(os.environ.get("HRNEXT_D2_CACHE", Path.home() / ".cache" / "hrnext_d2"))
+        path = cache / f"depthwise_nhwc_{key}.so"
+        try:
+            if not path.exists():
+                logger.info(f"Compiling HRNeXt CPU depthwise kernels into {path}")
+                _compile(cc, path)
+            lib = ctypes.CDLL(str(path))
+        except (OSError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", "") or str(e)
+            logger.warning(f"HRNeXt CPU depthwise kernels unavailable ({detail.strip()[:300]}); using PyTorch's path")
+            return None
+        p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
+        lib.hrnext_dw_forward.argtypes = [p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.hrnext_dw_backward_weight.argtypes = [p, p, p, i64p, ctypes.c_int64]
+        for fn in (lib.hrnext_dw_forward, lib.hrnext_dw_backward_weight):
+            fn.restype = None
+        _lib = lib
+        return _lib
+
+
+def cpu_kernels_available() -> bool:
+    """True when the compiled CPU kernels are in use (built on first call)."""
+    return _load() is not None
+
+
+def _pair(v: IntPair) -> Tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+class _DepthwiseNHWC(torch.autograd.Function):
+    """Autograd of the C kernels (stride 1). weight: (C, 1, kh, kw) shared or (B, C, kh, kw) per
+    sample; bias: None, (C,) or (B, C)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, per_sample, padding, dilation, gelu=False):
+        lib = _load()
+        B, C, H, W = x.shape
+        kh, kw = weight.shape[-2:]
+        (ph, pw), (dh, dw) = padding, dilation
+        Ho, Wo = H + 2 * ph - dh * (kh - 1), W + 2 * pw - dw * (kw - 1)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        w_taps = _taps_last(weight, B, C, per_sample)
+        b = None if bias is None else bias.contiguous()
+        y = torch.empty((B, C, Ho, Wo), dtype=x.dtype, memory_format=torch.channels_last)
+        lib.hrnext_dw_forward(xc.data_ptr(), w_taps.data_ptr(), _ptr(b), y.data_ptr(),
+                              _shape(B, H, W, C, kh, kw, ph, pw, dh, dw, Ho, Wo),
+                              int(per_sample), int(b is not None and b.dim() == 2), int(gelu))
+        ctx.save_for_backward(xc, w_taps)
+        ctx.meta = (per_sample, bias is not None and bias.dim() == 2, bias is not None, tuple(weight.shape),
+                    (B, H, W, C, kh, kw, ph, pw, dh, dw, Ho, Wo))
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        lib = _load()
+        xc, w_taps = ctx.saved_tensors
+        per_sample, bias_per_sample, has_bias, w_shape, dims = ctx.meta
+        B, H, W, C, kh, kw, ph, pw, dh, dw, Ho, Wo = dims
+        gy = gy.contiguous(memory_format=torch.channels_last)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            # stride 1: the input gradient is the conv of gy with the flipped kernel
+            flipped = w_taps.flip(-2).contiguous()
+            qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+            gx = torch.empty((B, C, H, W), dtype=gy.dtype, memory_format=torch.channels_last)
+            lib.hrnext_dw_forward(gy.data_ptr(), flipped.data_ptr(), None, gx.data_ptr(),
+                                  _shape(B, Ho, Wo, C, kh, kw, qh, qw, dh, dw, H, W), int(per_sample), 0, 0)
+        if ctx.needs_input_grad[1]:
+            chunks = max(1, min(Ho, (torch.get_num_threads() + B - 1) // B))
+            part = torch.empty((B, chunks, kh * kw, C), dtype=gy.dtype)
+            lib.hrnext_dw_backward_weight(gy.data_ptr(), xc.data_ptr(), part.data_ptr(), _shape(*dims), chunks)
+            g = part.sum(1)  # (B, taps, C)
+            gw = g.transpose(1, 2).reshape(w_shape) if per_sample else g.sum(0).t().reshape(w_shape)
+        if has_bias and ctx.needs_input_grad[2]:
+            gb = gy.sum((2, 3)) if bias_per_sample else gy.sum((0, 2, 3))
+        return gx, gw, gb, None, None, None, None
+
+
+def _taps_last(weight: torch.Tensor, B: int, C: int, per_sample: bool) -> torch.Tensor:
+    """(C, 1, kh, kw) -> (taps, C); (B, C, kh, kw) -> (B, taps, C), contiguous."""
+    taps = weight.shape[-2] * weight.shape[-1]
+    if per_sample:
+        return weight.reshape(B, C, taps).transpose(1, 2).contiguous()
+    return weight.reshape(C, taps).t().contiguous()
+
+
+def _shape(*dims: int):
+    return (ctypes.c_int64 * 12)(*dims)
+
+
+def cpu_kernels_usable(x: torch.Tensor) -> bool:
+    """Will `depthwise_conv2d` run the compiled kernels for this input (float32 CPU tensor, eager
+    mode, no tracing / export / compilation / autocast; stride-1 convs)?"""
+    return _use_kernels(x, x)
+
+
+def _use_kernels(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    return _load() is not None
+
+
+def depthwise_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    gelu: bool = False,
+) -> torch.Tensor:
+    """Depthwise conv of x (B, C, H, W). weight (C, 1, kh, kw) is shared by the batch, weight
+    (B, C, kh, kw) gives each sample its own kernel; bias (C,) or (B, C). Equal to
+    ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)`` (per sample: of each sample
+    with its kernel), followed by the exact GELU when `gelu` (fused into the kernel when no gradient
+    is needed). On float32 CPU tensors the result is channels-last."""
+    B, C = x.shape[:2]
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    # (C, 1, kh, kw) is shared; (B, C, kh, kw) per sample (ambiguous only when B == C == 1: equal then)
+    per_sample = (C != 1 and weight.shape[1] == C) or (C == 1 and weight.shape[0] == B and B != 1)
+    expected = (B, C) if per_sample else (C, 1)
+    if weight.dim() != 4 or tuple(weight.shape[:2]) != expected:
+        raise ValueError(f"depthwise_conv2d: weight {tuple(weight.shape)} is neither ({C}, 1, kh, kw) nor ({B}, {C}, kh, kw)")
+    if stride == (1, 1) and _use_kernels(x, weight):
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+        if gelu and not grad:
+            return _DepthwiseNHWC.apply(x, weight, bias, per_sample, padding, dilation, True)
+        y = _DepthwiseNHWC.apply(x, weight, bias, per_sample, padding, dilation, False)
+    elif not per_sample:
+        y = F.conv2d(x, weight, bias, stride, padding, dilation, C)
+    else:
+        kh, kw = weight.shape[-2:]
+        b = None if bias is None else bias.expand(B, C).reshape(-1)
+        y = F.conv2d(x.reshape(1, B * C, *x.shape[2:]), weight.reshape(B * C, 1, kh, kw), b, stride, padding, dilation, B * C)
+        y = y.view(B, C, y.shape[-2], y.shape[-1])
+    return F.gelu(y) if gelu else y

@@ -1,0 +1,83 @@
+"""The compiled channels-last depthwise kernels: forward, input and weight gradients against
+PyTorch's convolution in float64, shared and per-sample kernels, the fused GELU, the fallbacks; and
+the whole fast path (channels-last + kernels) against the reference formulation in training."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hrnext_d2.modeling.layers import depthwise_nhwc
+from hrnext_d2.modeling.layers.depthwise_nhwc import cpu_kernels_available, cpu_kernels_usable, depthwise_conv2d
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels():
+    if not cpu_kernels_available():
+        pytest.skip("the CPU depthwise kernels could not be built here (no C compiler?): the PyTorch path is used")
+
+
+def _reference(x, w, b, pad, dil, per_sample):
+    B, C = x.shape[:2]
+    if per_sample:
+        y = F.conv2d(x.reshape(1, B * C, *x.shape[2:]), w.reshape(B * C, 1, *w.shape[2:]),
+                     None if b is None else b.reshape(-1), 1, pad, dil, B * C)
+        return y.view(B, C, *y.shape[2:])
+    return F.conv2d(x, w, b, 1, pad, dil, C)
+
+
+@pytest.mark.parametrize(
+    "B,C,H,W,k,dil,per_sample,bias",
+    [
+        (3, 32, 17, 13, 3, 1, True, "sample"),   # HRNeXt's dynamic 3x3 (C multiple of 16: vector path)
+        (2, 64, 9, 30, 7, 3, False, None),       # the dilated 7x7 of the spatial gate
+        (2, 16, 6, 5, 5, 1, False, "shared"),    # map smaller than the kernel's reach
+        (2, 40, 9, 7, 3, 1, True, None),         # C not a multiple of 16: scalar path
+        (1, 48, 11, 8, 3, 2, True, "sample"),
+    ],
+)
+def test_forward_and_gradients_match_pytorch(B, C, H, W, k, dil, per_sample, bias):
+    g = torch.Generator().manual_seed(B * 100 + C)
+    pad = dil * (k - 1) // 2
+    x64 = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    w64 = torch.randn(*((B, C) if per_sample else (C, 1)), k, k, generator=g, dtype=torch.float64)
+    b64 = None if bias is None else torch.randn(*((B, C) if bias == "sample" else (C,)), generator=g, dtype=torch.float64)
+    leaves64 = [t.requires_grad_() for t in (x64, w64, b64) if t is not None]
+    ref = _reference(x64, w64, b64, pad, dil, per_sample)
+    gy = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    ref.backward(gy)
+
+    x, w = x64.detach().float().requires_grad_(), w64.detach().float().requires_grad_()
+    b = None if b64 is None else b64.detach().float().requires_grad_()
+    y = depthwise_conv2d(x, w, b, 1, pad, dil)
+    assert y.is_contiguous(memory_format=torch.channels_last) and y.shape == ref.shape
+    y.backward(gy.float())
+    for ours, theirs in [(y, ref)] + [(t.grad, t64.grad) for t, t64 in zip((x, w, b), (x64, w64, b64)) if t is not None]:
+        err = (ours.double() - theirs).abs().max() / theirs.abs().max()
+        assert err < 2e-6, err
+    with torch.no_grad():
+        fused = depthwise_conv2d(x, w, b, 1, pad, dil, gelu=True)
+        torch.testing.assert_close(fused, F.gelu(y), atol=2e-6, rtol=1e-5)
+
+
+def test_pytorch_path_when_not_usable(monkeypatch):
+    x = torch.randn(2, 32, 8, 6)
+    w = torch.randn(32, 1, 3, 3)
+    ref = F.conv2d(x, w, None, 1, 1, 1, 32)
+    assert cpu_kernels_usable(x)
+    assert not cpu_kernels_usable(x.double()) and not cpu_kernels_usable(x.bfloat16())
+    # stride 2 and float64 run PyTorch's conv; so does everything when the kernels are switched off
+    torch.testing.assert_close(depthwise_conv2d(x, w, None, 2, 1, 1), F.conv2d(x, w, None, 2, 1, 1, 32))
+    monkeypatch.setattr(depthwise_nhwc, "_lib", None)
+    assert not cpu_kernels_usable(x)
+    out = depthwise_conv2d(x, w, None, 1, 1, 1)
+    assert out.is_contiguous()  # PyTorch's NCHW result
+    torch.testing.assert_close(out, ref)
+    with pytest.raises(ValueError, match="neither"):
+        depthwise_conv2d(x, torch.randn(3, 32, 3, 3), None, 1, 1, 1)
+
+
+def test_traced_graphs_use_standard_ops():
+    w = torch.randn(32, 1, 3, 3)
+    traced = torch.jit.trace(lambda t: depthwise_conv2d(t, w, None, 1, 1, 1), torch.randn(2, 32, 8, 6))
+    assert "aten::_convolution" in str(traced.graph) or "aten::conv2d" in str(traced.graph)
+    x = torch.randn(3, 32, 5, 7)
+    torch.testing.assert_close(traced(x), F.conv2d(x, w, None, 1, 1, 1, 32))
