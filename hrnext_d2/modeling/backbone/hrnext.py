@@ -24,6 +24,9 @@ from ..layers import (
     DropPath,
     FormulationMixin,
     FusedInferenceMixin,
+    conv2d_gelu,
+    cpu_kernels_usable,
+    depthwise_conv2d,
     dilated_depthwise_conv2d,
     fold_conv_norm,
     is_foldable_norm,
@@ -62,6 +65,8 @@ class GlobalSpatialAttention(FormulationMixin, nn.Module):
 
     def dilated(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         if self.fast_ops:
+            if cpu_kernels_usable(x):
+                return depthwise_conv2d(x, weight, bias, 1, 9, 3)
             return dilated_depthwise_conv2d(x, weight, bias, 3, 9)
         return F.conv2d(x, weight, bias, 1, 9, 3, x.shape[1])
 
@@ -165,15 +170,15 @@ class HighResolutionContextBlock(FormulationMixin, FusedInferenceMixin, nn.Modul
         f = self.fused_params()
         fast = self.fast_ops
         C = x.shape[1]
-        x = torch.addcmul(x, f["ls1"], F.gelu(self.dlp.dw3x3.apply_folded(x, f["dlp"], fast)))
-        h = F.gelu(F.conv2d(x, *f["proj1"]))
+        x = torch.addcmul(x, f["ls1"], self.dlp.dw3x3.apply_folded(x, f["dlp"], fast, gelu=True))
+        h = conv2d_gelu(x, *f["proj1"])
         a = F.conv2d(h, *f["dw"], 1, 2, 1, C)
         a = self.mlp1.spatial_gate.dilated(a, *f["dwd"])
         a = F.conv2d(a, *f["pw"])
         x = torch.addcmul(F.conv2d(a.mul_(h), *f["proj2"]), x, f["alpha"])
         m = self.mlp2
         h = m.proj1.apply_folded(x, f["m_proj1"], fast)
-        h = F.gelu(m.dw.apply_folded(h, f["m_dw"], fast))
+        h = m.dw.apply_folded(h, f["m_dw"], fast, gelu=True)
         return m.proj2.apply_folded(h, f["m_proj2"], fast).add_(x)
 
 
@@ -189,7 +194,7 @@ class ConvNormAct(FusedInferenceMixin, nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_active():
             c = self[0]
-            return F.gelu(F.conv2d(x, *self.fused_params(), c.stride, c.padding, c.dilation, c.groups))
+            return conv2d_gelu(x, *self.fused_params(), c.stride, c.padding, c.dilation, c.groups)
         return F.gelu(self[1](self[0](x)))
 
 
@@ -240,7 +245,8 @@ class DownsampleStep(FusedInferenceMixin, nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_active():
             (w1, b1), (w2, b2) = self.fused_params()
-            y = F.conv2d(F.conv2d(x, w1, b1, 2, 1, 1, x.shape[1]), w2, b2)
+            y = F.conv2d(x, w1, b1, 2, 1, 1, x.shape[1])
+            return conv2d_gelu(y, w2, b2) if self.act else F.conv2d(y, w2, b2)
         else:
             y = self[3](self[2](self[1](self[0](x))))
         return F.gelu(y) if self.act else y
@@ -310,7 +316,7 @@ class HighResolutionContextModule(nn.Module):
 _STAGE_KEYS = ("num_modules", "num_branches", "num_blocks", "num_channels", "mlp_ratios", "num_kernels")
 
 
-class HRNeXt(FusedInferenceMixin, Backbone):
+class HRNeXt(FormulationMixin, FusedInferenceMixin, Backbone):
     """HRNeXt backbone: stem (stride 4), stage 1 (`layer1`), stages 2-4 of multi-branch modules.
 
     Outputs features named "stride4", "stride8", "stride16", "stride32" (branch i has stride 4*2^i);
@@ -477,7 +483,7 @@ class HRNeXt(FusedInferenceMixin, Backbone):
         convs = (self.conv1, self.conv2, self.conv3, self.conv4)
         if self.fused_active():
             for conv, (w, b) in zip(convs, self.fused_params()):
-                x = F.gelu(F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups))
+                x = conv2d_gelu(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
             return x
         for conv, bn in zip(convs, (self.bn1, self.bn2, self.bn3, self.bn4)):
             x = F.gelu(bn(conv(x)))
@@ -502,6 +508,10 @@ class HRNeXt(FusedInferenceMixin, Backbone):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         if x.dim() != 4:
             raise ValueError(f"HRNeXt takes (N, C, H, W) input, got shape {tuple(x.shape)}")
+        if self.fast_ops and cpu_kernels_usable(x):
+            # Channels-last end to end on the CPU: oneDNN's fast depthwise / 1x1 convs, the compiled
+            # dynamic and dilated depthwise kernels, and LayerNorms over channels without copies.
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self._stem(x)
         ys = [self.layer1(x)]
         ys = self._run_stage(self.stage2, self._transit(self.transition1, ys))
