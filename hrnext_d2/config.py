@@ -104,7 +104,9 @@ def _add_topdown_config(cfg: CN) -> None:
     # Keep detections of this class with at least this score.
     cfg.MODEL.TOPDOWN.PERSON_DETECTOR.PERSON_CLASS = 0
     cfg.MODEL.TOPDOWN.PERSON_DETECTOR.SCORE_THRESH = 0.5
-    # Crops per backbone call at inference (bounds memory on crowded images).
+    # Persons per backbone call at inference (with FLIP_TEST the call also holds their flipped crops).
+    # Crops are made, run and decoded this many at a time across the images of a test batch, so
+    # memory is bounded by it, not by the number of boxes.
     cfg.MODEL.TOPDOWN.CROP_BATCH_SIZE = 64
     # Also return the (flip-averaged) heatmaps as `pred_keypoint_heatmaps`.
     cfg.MODEL.TOPDOWN.RETURN_HEATMAPS = False
@@ -153,6 +155,9 @@ def _add_solver_config(cfg: CN) -> None:
     # TEST.EVAL_PERIOD).
     cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
     cfg.TEST.EVAL_PERIOD_EPOCHS = 0
+    # Images per test batch of the top-down test loader (--eval-only, evaluation during training,
+    # inference_on_dataset): their persons share backbone calls.
+    cfg.TEST.IMS_PER_BATCH = 8
     # After training / --eval-only, tools/train_net.py draws the predictions on this many images of
     # DATASETS.TEST[0] into OUTPUT_DIR/visualization and prints the paths (0 = off).
     cfg.TEST.VISUALIZE_NUM = 0

@@ -194,13 +194,17 @@ def build_topdown_train_loader(
 def build_topdown_test_loader(
     cfg, dataset_name: str, mapper: Optional[TopDownDatasetMapper] = None
 ) -> torchdata.DataLoader:
-    """Per-image test loader; each image carries ``instances`` with ``pred_boxes`` + ``scores``."""
+    """Test loader of TEST.IMS_PER_BATCH images per batch; each image carries ``instances`` with
+    ``pred_boxes`` + ``scores``."""
     dicts = DatasetCatalog.get(dataset_name)
     if mapper is None:
         mapper = TopDownDatasetMapper(cfg, False, dataset_name=dataset_name)
+    if cfg.TEST.IMS_PER_BATCH < 1:
+        raise ValueError(f"TEST.IMS_PER_BATCH must be >= 1, got {cfg.TEST.IMS_PER_BATCH}")
     return build_detection_test_loader(
         dicts,
         mapper=mapper,
         sampler=InferenceSampler(len(dicts)),
+        batch_size=int(cfg.TEST.IMS_PER_BATCH),
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )

@@ -20,6 +20,8 @@ __all__ = [
     "valid_box_mask",
     "boxes_xyxy_to_center_scale",
     "crop_matrices",
+    "decode_keypoints",
+    "select_poses",
     "heatmaps_to_poses",
 ]
 
@@ -124,22 +126,24 @@ def crop_matrices(
     return mats
 
 
-def heatmaps_to_poses(
-    heatmaps: Any,
-    centers: np.ndarray,
+def decode_keypoints(heatmaps: Any, centers: np.ndarray, scales: np.ndarray, codec: HeatmapCodec) -> np.ndarray:
+    """(flip-combined) heatmaps (N, K, h, w) -> keypoints (N, K, 3) float32 (x, y in the image, mmpose
+    pixel-index coordinates; score = heatmap maximum). Each person independently of the others, so
+    crops can be decoded chunk by chunk (quirks 10-13)."""
+    preds, maxvals = codec.decode(heatmaps, centers, scales)
+    n = len(preds)
+    return np.concatenate([np.asarray(preds, np.float32), np.asarray(maxvals, np.float32).reshape(n, -1, 1)], axis=2)
+
+
+def select_poses(
+    keypoints: np.ndarray,
     scales: np.ndarray,
     box_scores: np.ndarray,
-    codec: HeatmapCodec,
     oks_sigmas: Sequence[float],
     settings: TopDownTestSettings,
 ) -> PoseResults:
-    """One image: (flip-combined) heatmaps (N, K, h, w) -> decoded keypoints in the image, rescored
-    and OKS-NMS'd exactly as mmpose 0.23's evaluate (quirks 10-20)."""
-    preds, maxvals = codec.decode(heatmaps, centers, scales)
-    n = len(preds)
-    keypoints = np.concatenate(
-        [np.asarray(preds, np.float32), np.asarray(maxvals, np.float32).reshape(n, -1, 1)], axis=2
-    )
+    """One image's decoded persons -> rescored and OKS-NMS'd poses, exactly as mmpose 0.23's evaluate
+    (quirks 14, 16-20)."""
     keep, scores = rescore_and_nms(
         keypoints,
         box_scores,
@@ -151,4 +155,18 @@ def heatmaps_to_poses(
         soft_nms=settings.soft_nms,
         max_dets=settings.max_dets,
     )
-    return PoseResults(keypoints[keep], np.asarray(scores)[keep], keep)
+    return PoseResults(np.asarray(keypoints)[keep], np.asarray(scores)[keep], keep)
+
+
+def heatmaps_to_poses(
+    heatmaps: Any,
+    centers: np.ndarray,
+    scales: np.ndarray,
+    box_scores: np.ndarray,
+    codec: HeatmapCodec,
+    oks_sigmas: Sequence[float],
+    settings: TopDownTestSettings,
+) -> PoseResults:
+    """One image: (flip-combined) heatmaps (N, K, h, w) -> decoded keypoints in the image, rescored
+    and OKS-NMS'd (`decode_keypoints` then `select_poses`)."""
+    return select_poses(decode_keypoints(heatmaps, centers, scales, codec), scales, box_scores, oks_sigmas, settings)

@@ -415,3 +415,35 @@ def test_ground_truth_heatmaps_through_model_output_and_evaluator_give_ap_100():
     # DARK is exact on a Gaussian away from the map border (its blur pads with zeros near it)
     assert len(errors) > 150 and np.mean(errors < 0.01) > 0.95 and errors.max() < 0.25, np.sort(errors)[-8:]
     assert evaluator.evaluate()["keypoints"]["AP"] == pytest.approx(100.0)
+
+
+def test_batched_chunked_inference_equals_one_image_at_a_time(small_model, monkeypatch):
+    """Several images in one call, crops made and run CROP_BATCH_SIZE at a time across images, give
+    the keypoints of one image at a time in one chunk; no call ever crops more than a chunk."""
+    import hrnext_d2.modeling.meta_arch.top_down as top_down
+
+    model = small_model
+    root = shared_path("fixtures", "coco")
+    anns = json.load(open(root / "annotations" / "test_coco.json"))["annotations"]
+    inputs = []
+    for image_id, name, hw in ((785, "000000000785.jpg", (425, 640)), (40083, "000000040083.jpg", (333, 500)),
+                               (197388, "000000197388.jpg", (392, 640))):
+        boxes = [a["bbox"] for a in anns if a["image_id"] == image_id]
+        scores = np.linspace(0.9, 0.5, len(boxes))
+        inputs.append(_rgb_input(root / "images" / name, _boxes_instances(hw, boxes, scores, field="pred_boxes")))
+    assert sum(len(i["instances"]) for i in inputs) >= 8
+    one_by_one = [model([inp])[0]["instances"] for inp in inputs]
+
+    sizes = []
+    real_warp = top_down.warp_affine_crops
+    monkeypatch.setattr(top_down, "warp_affine_crops", lambda img, m, *a, **k: sizes.append(len(m)) or real_warp(img, m, *a, **k))
+    model.crop_batch_size = 3
+    try:
+        batched = [out["instances"] for out in model(inputs)]
+    finally:
+        model.crop_batch_size = 64
+    assert max(sizes) <= 3 and sum(sizes) == sum(len(i["instances"]) for i in inputs)
+    for a, b in zip(one_by_one, batched):
+        assert len(a) == len(b)
+        torch.testing.assert_close(a.pred_keypoints, b.pred_keypoints, atol=1e-4, rtol=0)
+        torch.testing.assert_close(a.scores, b.scores, atol=1e-6, rtol=0)

@@ -6,7 +6,7 @@ boxes (input / person detector / whole image) -> on-device crops -> HRNeXt backb
 so training crops, inference crops, the exported runtime and the tests share one implementation
 (quirk numbers refer to docs/mmpose_quirks.md).
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,7 +24,8 @@ from ...topdown.pipeline import (
     TopDownTestSettings,
     boxes_xyxy_to_center_scale,
     crop_matrices,
-    heatmaps_to_poses,
+    decode_keypoints,
+    select_poses,
     valid_box_mask,
 )
 from ..heads import build_topdown_keypoint_head
@@ -130,16 +131,19 @@ class TopDownPoseEstimator(nn.Module):
 
     def crop_heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
         """Normalised crops -> the heatmaps inference decodes: with FLIP_TEST the flip-test average
-        (quirk 15), CROP_BATCH_SIZE crops per backbone call."""
+        (quirk 15), the original and flipped crops in one backbone call; CROP_BATCH_SIZE crops (and
+        as many flipped ones) per call."""
         outs = []
         for start in range(0, crops.shape[0], self.crop_batch_size):
             chunk = crops[start : start + self.crop_batch_size]
-            heatmaps = self.forward_crops(chunk)
             if self.test_settings.flip_test:
-                flipped = self.forward_crops(chunk.flip(3))
+                both = self.forward_crops(torch.cat([chunk, chunk.flip(3)]))
+                heatmaps, flipped = both[: len(chunk)], both[len(chunk) :]
                 heatmaps = self.codec.combine_flip(
                     heatmaps, flipped, self.keypoint_info.flip_pairs, self.test_settings.shift_heatmap
                 )
+            else:
+                heatmaps = self.forward_crops(chunk)
             outs.append(heatmaps)
         return torch.cat(outs, dim=0)
 
@@ -216,37 +220,69 @@ class TopDownPoseEstimator(nn.Module):
 
     @torch.no_grad()
     def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
-        """Detectron2 image dicts -> ``[{"instances": Instances}]`` in each input's height/width frame."""
-        boxes_per_image = self._gather_boxes(batched_inputs)
-        mean, std = self._normalizer()
-        settings = self.test_settings
+        """Detectron2 image dicts -> ``[{"instances": Instances}]`` in each input's height/width frame.
 
-        crops, metas = [], []
+        The persons of all images are cropped, run and decoded CROP_BATCH_SIZE at a time (a chunk may
+        span images), so memory is bounded by the chunk, not by the number of boxes; rescoring and
+        OKS-NMS then run per image.
+        """
+        boxes_per_image = self._gather_boxes(batched_inputs)
+        settings = self.test_settings
+        images = []  # per image: boxes, box scores, centres, scales, crop matrices
         for inp, (boxes, scores) in zip(batched_inputs, boxes_per_image):
             valid = valid_box_mask(boxes)
             boxes, scores = boxes[valid], scores[valid]
-            if len(boxes) == 0:
-                metas.append((boxes, scores, None, None, 0))
-                continue
             centers, scales = boxes_xyxy_to_center_scale(boxes, self.image_size, settings.box_padding)
             mats = crop_matrices(
                 centers, scales, self.image_size, self.codec.use_udp, self._frame_size(inp), inp["image"].shape[-2:]
-            )
-            image = inp["image"].to(self.device, non_blocking=True)
-            raw = warp_affine_crops(image, mats, self.image_size, round_to_uint8=True)
-            crops.append(normalize_crops(self._to_rgb(raw), mean, std))
-            metas.append((boxes, scores, centers, scales, len(boxes)))
+            ) if len(boxes) else np.zeros((0, 2, 3))
+            images.append((boxes, scores, centers, scales, mats))
 
-        heatmaps = self.crop_heatmaps(torch.cat(crops)) if crops else None
+        k = self.num_keypoints
+        keypoints = [np.zeros((len(im[0]), k, 3), np.float32) for im in images]
+        kept_heatmaps: List[List[torch.Tensor]] = [[] for _ in images]
+        for segments in self._chunks([len(im[0]) for im in images]):
+            crops = torch.cat([self._crops(batched_inputs[i], images[i][4][a:b]) for i, a, b in segments])
+            heatmaps = self.crop_heatmaps(crops)
+            offset = 0
+            for i, a, b in segments:
+                hm = heatmaps[offset : offset + b - a]
+                offset += b - a
+                keypoints[i][a:b] = decode_keypoints(hm.float().cpu().numpy(), images[i][2][a:b], images[i][3][a:b], self.codec)
+                if self.return_heatmaps:
+                    kept_heatmaps[i].append(hm)
 
-        results, offset = [], 0
-        for inp, (boxes, scores, centers, scales, n) in zip(batched_inputs, metas):
-            hm = heatmaps[offset : offset + n] if n else None
-            offset += n
-            results.append(
-                {"instances": self.instances_from_heatmaps(self._frame_size(inp), boxes, scores, centers, scales, hm)}
-            )
+        results = []
+        for i, inp in enumerate(batched_inputs):
+            boxes, scores, centers, scales, _ = images[i]
+            poses = select_poses(keypoints[i], scales, scores, self.keypoint_info.oks_sigmas, settings)
+            hm = torch.cat(kept_heatmaps[i]) if kept_heatmaps[i] else None
+            results.append({"instances": self._instances(self._frame_size(inp), boxes, poses, hm)})
         return results
+
+    def _chunks(self, counts: List[int]) -> Iterator[List[Tuple[int, int, int]]]:
+        """Persons of all images in CROP_BATCH_SIZE chunks, as (image index, start, end) segments."""
+        segments: List[Tuple[int, int, int]] = []
+        room = self.crop_batch_size
+        for i, n in enumerate(counts):
+            start = 0
+            while start < n:
+                take = min(room, n - start)
+                segments.append((i, start, start + take))
+                start += take
+                room -= take
+                if room == 0:
+                    yield segments
+                    segments, room = [], self.crop_batch_size
+        if segments:
+            yield segments
+
+    def _crops(self, inp: Dict, mats: np.ndarray) -> torch.Tensor:
+        """Normalised RGB crops (N, 3, H, W) of one input image for forward affine matrices (N, 2, 3)."""
+        mean, std = self._normalizer()
+        image = inp["image"].to(self.device, non_blocking=True)
+        raw = warp_affine_crops(image, mats, self.image_size, round_to_uint8=True)
+        return normalize_crops(self._to_rgb(raw), mean, std)
 
     def instances_from_heatmaps(
         self,
@@ -263,20 +299,21 @@ class TopDownPoseEstimator(nn.Module):
         boxes: XYXY (N, 4) in the image; centers / scales: their crops (float32 (N, 2));
         heatmaps: (N, K, h, w), or None when the image has no person box.
         """
-        h, w = image_hw
         if heatmaps is None:
-            poses = PoseResults(
-                np.zeros((0, self.num_keypoints, 3), np.float32), np.zeros(0), np.zeros(0, np.int64)
-            )
+            keypoints = np.zeros((0, self.num_keypoints, 3), np.float32)
         else:
-            poses = heatmaps_to_poses(
-                heatmaps.float().cpu().numpy(), centers, scales, box_scores, self.codec,
-                self.keypoint_info.oks_sigmas, self.test_settings,
-            )
+            keypoints = decode_keypoints(heatmaps.float().cpu().numpy(), centers, scales, self.codec)
+        poses = select_poses(keypoints, scales, box_scores, self.keypoint_info.oks_sigmas, self.test_settings)
+        return self._instances(image_hw, boxes, poses, heatmaps)
+
+    def _instances(
+        self, image_hw: Tuple[int, int], boxes: np.ndarray, poses: PoseResults, heatmaps: Optional[torch.Tensor]
+    ) -> Instances:
+        """Kept persons as Detectron2 Instances (keypoints: mmpose pixel index + 0.5)."""
         keypoints = poses.keypoints.copy()
         keypoints[:, :, :2] += 0.5  # mmpose pixel index -> Detectron2 (instances_to_coco_json subtracts 0.5)
         keep = poses.keep
-        inst = Instances((h, w))
+        inst = Instances(tuple(image_hw))
         inst.pred_boxes = Boxes(torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4)[keep], device=self.device))
         inst.scores = torch.as_tensor(poses.scores, dtype=torch.float32, device=self.device)
         inst.pred_classes = torch.zeros((len(keep),), dtype=torch.int64, device=self.device)
