@@ -42,8 +42,20 @@ fi
 
 echo "[install] detectron2 runtime dependencies, onnx, onnxruntime${extras:+, ${extras[*]}}"
 pipi "numpy<2" "opencv-python-headless<4.11" "setuptools>=70.1,<81" fvcore iopath pycocotools \
-  xtcocotools omegaconf hydra-core yacs termcolor tabulate cloudpickle tqdm tensorboard matplotlib \
-  Pillow pytest "onnx>=1.16,<1.24" "onnxruntime>=1.18,<1.33" ${extras[@]+"${extras[@]}"}
+  omegaconf hydra-core yacs termcolor tabulate cloudpickle tqdm tensorboard matplotlib Pillow pytest \
+  "onnx>=1.16,<1.24" "onnxruntime>=1.18,<1.33" ${extras[@]+"${extras[@]}"}
+
+# xtcocotools has Linux wheels up to Python 3.11 only. Elsewhere pip builds its source release, whose
+# setup.py imports numpy and Cython without declaring them, so it is built in this environment
+# (against its numpy<2; needs a C compiler and the Python headers).
+if ! "$PY" -c "import xtcocotools" 2>/dev/null; then
+  echo "[install] xtcocotools"
+  if ! pipi --only-binary=xtcocotools "numpy<2" xtcocotools 2>/dev/null; then
+    echo "[install] xtcocotools: no wheel for this Python, building it from source"
+    pipi "numpy<2" cython "setuptools>=70.1,<81"
+    pipi --no-build-isolation "numpy<2" xtcocotools
+  fi
+fi
 
 if "$PY" -c "import detectron2" 2>/dev/null; then
   echo "[install] detectron2 already installed: $("$PY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)')"
