@@ -32,6 +32,15 @@ done
 
 echo "[install] into $("$PY" -c 'import sys; print(sys.prefix)') (Python $("$PY" -c 'import platform; print(platform.python_version())'))"
 
+# An operating system's own Python (Debian, Ubuntu, Fedora...) refuses pip installs (PEP 668).
+if [[ -z "${PIP_BREAK_SYSTEM_PACKAGES:-}" ]] && "$PY" -c 'import os, sys, sysconfig
+sys.exit(not (sys.prefix == sys.base_prefix
+              and os.path.isfile(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))'; then
+  echo "[install] $PY is managed by the operating system, which does not let pip install into it." >&2
+  echo "[install] Make a virtual environment first: python3 -m venv .venv && . .venv/bin/activate && bash tools/install.sh" >&2
+  exit 1
+fi
+
 echo "[install] build tools"
 pipi "setuptools>=70.1,<81"
 
