@@ -20,6 +20,7 @@ set -euo pipefail
 PY=$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')
 cd "$(dirname "$0")/.."
 pipi() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+say() { echo "[install ${SECONDS}s] $*"; }
 
 extras=()
 requested=${HRNEXT_EXTRAS:-}
@@ -30,7 +31,7 @@ for extra in ${requested//,/ }; do
   esac
 done
 
-echo "[install] into $("$PY" -c 'import sys; print(sys.prefix)') (Python $("$PY" -c 'import platform; print(platform.python_version())'))"
+say "into $("$PY" -c 'import sys; print(sys.prefix)') (Python $("$PY" -c 'import platform; print(platform.python_version())'))"
 
 # An operating system's own Python (Debian, Ubuntu, Fedora...) refuses pip installs (PEP 668).
 if [[ -z "${PIP_BREAK_SYSTEM_PACKAGES:-}" ]] && "$PY" -c 'import os, sys, sysconfig
@@ -41,15 +42,15 @@ sys.exit(not (sys.prefix == sys.base_prefix
   exit 1
 fi
 
-echo "[install] build tools"
+say "build tools"
 pipi "setuptools>=70.1,<81"
 
 if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
-  echo "[install] torch==2.14.1 torchvision==0.29.1"
+  say "torch==2.14.1 torchvision==0.29.1"
   pipi torch==2.14.1 torchvision==0.29.1
 fi
 
-echo "[install] detectron2 runtime dependencies, onnx, onnxruntime${extras:+, ${extras[*]}}"
+say "detectron2 runtime dependencies, onnx, onnxruntime${extras:+, ${extras[*]}}"
 pipi "numpy<2" "opencv-python-headless<4.11" "setuptools>=70.1,<81" fvcore iopath pycocotools \
   omegaconf hydra-core yacs termcolor tabulate cloudpickle tqdm tensorboard matplotlib Pillow pytest \
   "onnx>=1.16,<1.24" "onnxruntime>=1.18,<1.33" ${extras[@]+"${extras[@]}"}
@@ -58,18 +59,18 @@ pipi "numpy<2" "opencv-python-headless<4.11" "setuptools>=70.1,<81" fvcore iopat
 # setup.py imports numpy and Cython without declaring them, so it is built in this environment
 # (against its numpy<2; needs a C compiler and the Python headers).
 if ! "$PY" -c "import xtcocotools" 2>/dev/null; then
-  echo "[install] xtcocotools"
+  say "xtcocotools"
   if ! pipi --only-binary=xtcocotools "numpy<2" xtcocotools 2>/dev/null; then
-    echo "[install] xtcocotools: no wheel for this Python, building it from source"
+    say "xtcocotools: no wheel for this Python, building it from source"
     pipi "numpy<2" cython "setuptools>=70.1,<81"
     pipi --no-build-isolation "numpy<2" xtcocotools
   fi
 fi
 
 if "$PY" -c "import detectron2" 2>/dev/null; then
-  echo "[install] detectron2 already installed: $("$PY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)')"
+  say "detectron2 already installed: $("$PY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)')"
 else
-  echo "[install] detectron2 from the sal-detectron2==0.7.2 wheel"
+  say "detectron2 from the sal-detectron2==0.7.2 wheel"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   "$PY" -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
@@ -79,7 +80,8 @@ else
   pipi --no-deps "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
 fi
 
-echo "[install] hrnext_d2 (editable: $(pwd))"
+say "hrnext_d2 (editable: $(pwd))"
 pipi --no-deps --no-build-isolation -e .
 # Checked from outside the clone, so that it is the install that is imported, not the work tree.
-(cd / && "$PY" -c "import detectron2, hrnext_d2, onnxruntime, torch; print('[install] ok: torch', torch.__version__, '| detectron2', detectron2.__version__, '| onnxruntime', onnxruntime.__version__, '| hrnext_d2', hrnext_d2.__file__)")
+versions=$(cd / && "$PY" -c "import detectron2, hrnext_d2, onnxruntime, torch; print('torch', torch.__version__, '| detectron2', detectron2.__version__, '| onnxruntime', onnxruntime.__version__, '| hrnext_d2', hrnext_d2.__file__)")
+say "ok: $versions"
