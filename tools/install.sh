@@ -4,7 +4,8 @@
 #
 # - build tools: setuptools>=70.1,<81. A new venv ships setuptools 65 without `wheel`, which cannot
 #   build the editable install ("invalid command 'bdist_wheel'"); 70.1 and newer build wheels on
-#   their own. Detectron2's dependencies still import pkg_resources, hence <81.
+#   their own. Detectron2 still imports pkg_resources, which setuptools 84 no longer has (its
+#   deprecation warning asks for setuptools<81), hence <81.
 # - torch / torchvision: kept when already importable, else torch==2.14.1 torchvision==0.29.1.
 # - detectron2: kept when already importable (e.g. built from source), else the registry wheel
 #   sal-detectron2==0.7.2 (upstream detectron2 a59f0563). That wheel is tagged cp310 but is pure
