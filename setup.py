@@ -1,7 +1,9 @@
 """Installs the hrnext_d2 package (HRNeXt for Detectron2).
 
 Detectron2 itself is not on PyPI: `tools/install.sh` installs it (or keeps the one already present)
-before this package.
+before this package. With detectron2 present, `pip install -e .[test]` (or a wheel built with
+`pip wheel --no-deps .`) installs this package and the rest on its own. Extras: `test` (pytest),
+`export` (onnx, onnxruntime), `bench` (timm).
 """
 from setuptools import find_packages, setup
 
@@ -22,5 +24,9 @@ setup(
         "xtcocotools",
         "setuptools<81",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        "export": ["onnx>=1.16,<1.24", "onnxruntime>=1.18,<1.33"],
+        "bench": ["timm"],
+    },
 )
