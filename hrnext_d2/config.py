@@ -160,6 +160,19 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.BEST_CHECKPOINT_METRIC = "keypoints/AP"
 
 
+def _add_weights_config(cfg: CN) -> None:
+    """MODEL.WEIGHTS_*: how MODEL.WEIGHTS (and resumed checkpoints) are loaded."""
+    # Loading is strict: a tensor missing from the file, a file tensor the model lacks, or a shape
+    # that differs is an error naming the file and the keys. Keys starting with one of these
+    # prefixes may differ and keep their initialisation, with a warning: e.g. ["keypoint_head."] to
+    # fine-tune from a model trained on another dataset's keypoints; [""] allows any key
+    # (Detectron2's behaviour: load what fits).
+    cfg.MODEL.WEIGHTS_PARTIAL_LOAD = []
+    # Files that need full unpickling (.pkl / .pickle, or a .pth holding Python objects) run any code
+    # they contain when read: refused unless True. Set it only for files you trust.
+    cfg.MODEL.WEIGHTS_ALLOW_PICKLE = False
+
+
 def add_hrnext_config(cfg: CN) -> None:
     """Add every hrnext_d2 key (with its default) to a Detectron2 config, in place."""
     _add_backbone_config(cfg)
@@ -167,3 +180,4 @@ def add_hrnext_config(cfg: CN) -> None:
     _add_input_config(cfg)
     _add_dataset_config(cfg)
     _add_solver_config(cfg)
+    _add_weights_config(cfg)
