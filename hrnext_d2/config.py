@@ -134,10 +134,14 @@ def _add_input_config(cfg: CN) -> None:
 def _add_dataset_config(cfg: CN) -> None:
     """DATASETS: where test-time person boxes come from."""
     # "" = the dataset's metadata `test_box_source`; "gt" = ground-truth boxes; or a path to a
-    # detections json in COCO results format.
+    # detections json in COCO results format. A detections file is checked when a run starts
+    # (before training): no image id of the test set in it is an error, a partial match a warning.
     cfg.DATASETS.TEST_BOXES = ""
     # Detected boxes below this score are dropped (mmpose det_bbox_thr).
     cfg.DATASETS.DET_SCORE_THRESH = 0.0
+    # The detections' category_id kept as persons (COCO: 1). Entries without a category_id are kept;
+    # a file whose entries carry category ids but none equal to this one is an error.
+    cfg.DATASETS.DET_CATEGORY_ID = 1
 
 
 def _add_solver_config(cfg: CN) -> None:

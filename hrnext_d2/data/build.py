@@ -197,7 +197,7 @@ def build_topdown_test_loader(
     """Per-image test loader; each image carries ``instances`` with ``pred_boxes`` + ``scores``."""
     dicts = DatasetCatalog.get(dataset_name)
     if mapper is None:
-        mapper = TopDownDatasetMapper(cfg, False, dataset_name=dataset_name)
+        mapper = TopDownDatasetMapper(cfg, False, dataset_name=dataset_name, dataset_dicts=dicts)
     return build_detection_test_loader(
         dicts,
         mapper=mapper,

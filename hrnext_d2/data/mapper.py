@@ -15,15 +15,14 @@ import numpy as np
 import torch
 
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from ..topdown import geometry
 from ..topdown.codec import HeatmapCodec
-from .datasets.detections import load_person_detections
 from .datasets.keypoint_metadata import resolve_keypoint_metadata
 from .instances import select_pose_annotations
+from .test_boxes import resolve_test_boxes
 
 __all__ = ["TopDownDatasetMapper", "read_image_or_fail", "resolve_test_boxes"]
 
@@ -112,7 +111,13 @@ class TopDownDatasetMapper:
         self._rng_pid = None
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None) -> Dict[str, Any]:
+    def from_config(
+        cls,
+        cfg,
+        is_train: bool = True,
+        dataset_name: Optional[str] = None,
+        dataset_dicts: Optional[Sequence[Dict[str, Any]]] = None,
+    ) -> Dict[str, Any]:
         names = [dataset_name] if dataset_name else None
         info = resolve_keypoint_metadata(cfg, names)
         t = cfg.INPUT.TOPDOWN
@@ -136,7 +141,7 @@ class TopDownDatasetMapper:
         else:
             if dataset_name is None:
                 dataset_name = cfg.DATASETS.TEST[0]
-            ret["test_boxes"] = resolve_test_boxes(cfg, dataset_name)
+            ret["test_boxes"] = resolve_test_boxes(cfg, dataset_name, dataset_dicts)
         return ret
 
     # ---------------------------------------------------------------------------------------------
@@ -292,23 +297,3 @@ class TopDownDatasetMapper:
         dataset_dict["height"], dataset_dict["width"] = h, w
         dataset_dict["instances"] = instances
         return dataset_dict
-
-
-def resolve_test_boxes(cfg, dataset_name: str) -> Any:
-    """DATASETS.TEST_BOXES, else the dataset's ``test_box_source``: "gt" or loaded detections."""
-    source = cfg.DATASETS.TEST_BOXES
-    if not source:
-        source = getattr(MetadataCatalog.get(dataset_name), "test_box_source", "") or "gt"
-    if source == "gt":
-        return "gt"
-    if not os.path.isfile(source):
-        raise FileNotFoundError(
-            f"Person detections for {dataset_name!r} not found: {source!r} "
-            "(DATASETS.TEST_BOXES or the dataset's test_box_source)"
-        )
-    dets = load_person_detections(source, score_thresh=cfg.DATASETS.DET_SCORE_THRESH)
-    logger.info(
-        f"Test boxes for {dataset_name}: {sum(len(v[1]) for v in dets.values())} person detections "
-        f"on {len(dets)} images from {source} (score >= {cfg.DATASETS.DET_SCORE_THRESH})"
-    )
-    return dets

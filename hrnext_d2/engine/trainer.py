@@ -11,7 +11,8 @@ What differs from ``DefaultTrainer`` and why:
   exactly as an uninterrupted one;
 - the best checkpoint by SOLVER.BEST_CHECKPOINT_METRIC is kept (not as a resume point);
 - weights load strictly and checkpoints are written atomically (``HRNeXtCheckpointer``); resuming a
-  finished run rewrites a missing or unreadable model_final.pth.
+  finished run rewrites a missing or unreadable model_final.pth;
+- the test sets and their person-box sources are read when the run starts, before training.
 """
 import logging
 import math
@@ -40,6 +41,7 @@ from ..data.build import (
     build_topdown_train_loader,
     training_seed,
 )
+from ..data.test_boxes import check_test_box_sources
 from ..evaluation.keypoint_evaluator import TopDownKeypointEvaluator
 from ..solver import build_optimizer
 from .best_checkpointer import BestCheckpointer
@@ -175,6 +177,7 @@ class Trainer(DefaultTrainer):
         cfg = _with_fixed_seed(cfg)
         instances = build_topdown_instance_dicts_from_config(cfg)
         cfg = apply_epoch_schedule(cfg, len(instances))
+        check_test_box_sources(cfg)  # a bad test set or detections file stops the run before training
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
