@@ -144,6 +144,15 @@ def _add_dataset_config(cfg: CN) -> None:
     cfg.DATASETS.DET_CATEGORY_ID = 1
 
 
+def _add_dataloader_config(cfg: CN) -> None:
+    """DATALOADER: what an unreadable training image does."""
+    # False: an unreadable (missing, truncated, corrupt) training image stops training with the file
+    # named. True: the sample is replaced by the next readable one of the training set (the same one
+    # in every run, so resuming stays exact) and the skips are counted in the log every 20 iterations
+    # and at the end. tools/check_dataset.py finds such images before a run.
+    cfg.DATALOADER.SKIP_UNREADABLE_IMAGES = False
+
+
 def _add_solver_config(cfg: CN) -> None:
     """SOLVER extras: AdamW, epoch-based length, no decay on layer scales."""
     # "AdamW" (the paper) or "SGD" (Detectron2's default).
@@ -183,5 +192,6 @@ def add_hrnext_config(cfg: CN) -> None:
     _add_topdown_config(cfg)
     _add_input_config(cfg)
     _add_dataset_config(cfg)
+    _add_dataloader_config(cfg)
     _add_solver_config(cfg)
     _add_weights_config(cfg)

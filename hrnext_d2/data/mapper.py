@@ -5,6 +5,8 @@ Training follows mmpose 0.23's pipeline in its order: TopDownRandomFlip, TopDown
 TopDownGetRandomScaleRotation, TopDownAffine, TopDownGenerateTarget. The crop uses the same
 center/scale convention and affine code (``hrnext_d2.topdown.geometry``) as the model's inference,
 and the targets come from the same codec that decodes, so training and inference cannot drift apart.
+Both modes decode and check the image with ``hrnext_d2.data.image_checks.read_annotated_image``: a
+file that does not read, or whose pixels are not the annotated size, is an error naming it.
 """
 import copy
 import logging
@@ -15,29 +17,18 @@ import numpy as np
 import torch
 
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from ..topdown import geometry
 from ..topdown.codec import HeatmapCodec
 from .datasets.keypoint_metadata import resolve_keypoint_metadata
+from .image_checks import read_annotated_image, read_image_or_fail  # noqa: F401  (read_image_or_fail: public here too)
 from .instances import select_pose_annotations
 from .test_boxes import resolve_test_boxes
 
 __all__ = ["TopDownDatasetMapper", "read_image_or_fail", "resolve_test_boxes"]
 
 logger = logging.getLogger(__name__)
-
-
-def read_image_or_fail(file_name: str, image_format: str) -> np.ndarray:
-    """Detectron2's ``read_image``, with an error that names the file when it is missing or corrupt."""
-    try:
-        image = utils.read_image(file_name, format=image_format)
-    except Exception as e:  # PIL / IO errors do not always name the file
-        raise RuntimeError(f"Cannot read image {file_name!r}: {type(e).__name__}: {e}") from e
-    if image is None or image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise RuntimeError(f"Cannot read image {file_name!r}: decoded to an empty array")
-    return image
 
 
 class TopDownDatasetMapper:
@@ -231,7 +222,7 @@ class TopDownDatasetMapper:
 
     def _map_train(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         file_name = dataset_dict["file_name"]
-        image = read_image_or_fail(file_name, self.image_format)
+        image = read_annotated_image(dataset_dict, self.image_format)
         if "aug_seed" in dataset_dict:
             rng = np.random.default_rng(dataset_dict["aug_seed"])
         else:
@@ -282,8 +273,7 @@ class TopDownDatasetMapper:
 
     def _map_test(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         dataset_dict = copy.copy(dataset_dict)
-        image = read_image_or_fail(dataset_dict["file_name"], self.image_format)
-        utils.check_image_size(dataset_dict, image)
+        image = read_annotated_image(dataset_dict, self.image_format)
         h, w = image.shape[:2]
         boxes_xywh, scores = self.test_boxes_for(dataset_dict)
         instances = Instances((h, w))

@@ -45,6 +45,7 @@ from ..data.test_boxes import check_test_box_sources
 from ..evaluation.keypoint_evaluator import TopDownKeypointEvaluator
 from ..solver import build_optimizer
 from .best_checkpointer import BestCheckpointer
+from .unreadable_images_hook import UnreadableImagesHook
 
 __all__ = ["Trainer", "create_ddp_model", "norm_for_world_size", "apply_epoch_schedule"]
 
@@ -259,6 +260,8 @@ class Trainer(DefaultTrainer):
             )
             idx = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
             ret.insert(idx + 1, best)
+        if self.cfg.DATALOADER.SKIP_UNREADABLE_IMAGES:
+            ret.append(UnreadableImagesHook(period=20))
         return ret
 
     # ---- builders -------------------------------------------------------------------------------
