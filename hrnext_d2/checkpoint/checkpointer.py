@@ -267,7 +267,7 @@ class HRNeXtCheckpointer(DetectionCheckpointer):
         if self.is_intact(path):
             self._verified.pop(path, None)
             return False
-        logger.warning(f"{path} is missing or unreadable: writing it again from the resumed state")
+        logger.warning(f"{path} is missing or unreadable: writing it from the resumed state")
         self.save(name, iteration=int(iteration))
         return True
 

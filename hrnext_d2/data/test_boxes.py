@@ -8,6 +8,8 @@ import logging
 import os
 from typing import Any, Dict, Optional, Sequence
 
+import numpy as np
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .datasets.detections import load_person_detections
@@ -28,6 +30,11 @@ def _labelled(anno: Dict[str, Any]) -> bool:
     """A non-crowd person with at least one labelled keypoint (one the evaluation scores)."""
     kpts = anno.get("keypoints") or []
     return not anno.get("iscrowd", 0) and any(v > 0 for v in kpts[2::3])
+
+
+def _count_outside(boxes_xywh: np.ndarray, width: float, height: float) -> int:
+    x, y, w, h = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4).T
+    return int(((x >= width) | (y >= height) | (x + w <= 0) | (y + h <= 0)).sum())
 
 
 def resolve_test_boxes(cfg, dataset_name: str, dataset_dicts: Optional[Sequence[Dict[str, Any]]] = None) -> Any:
@@ -54,6 +61,12 @@ def resolve_test_boxes(cfg, dataset_name: str, dataset_dicts: Optional[Sequence[
         images_with_persons=with_persons,
         dataset_name=dataset_name,
     )
+    sizes = {d["image_id"]: (d["width"], d["height"]) for d in dataset_dicts if "width" in d and "height" in d}
+    outside = sum(_count_outside(boxes, *sizes[img]) for img, (boxes, _) in dets.items() if img in sizes)
+    if outside:
+        logger.warning(
+            f"{source}: {outside} person boxes lie entirely outside their image; their keypoints will be too"
+        )
     logger.info(
         f"Test boxes for {dataset_name}: {sum(len(v[1]) for v in dets.values())} person detections "
         f"on {len(dets)} images from {source} (score >= {cfg.DATASETS.DET_SCORE_THRESH})"

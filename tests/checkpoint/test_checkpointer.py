@@ -114,7 +114,6 @@ def official_s_coco():
         ("backbone.layer1.0.mlp2.norm1.weight", (0,)),
         ("backbone.stage3.0.branches.2.0.layer_scale_1", ()),
         ("backbone.stage2.0.branches.0.0.dlp.dw3x3.conv.aggregation.weight", ()),
-        ("backbone.stage4.1.branches.3.1.mlp1.proj1.weight", (3, 3)),
         ("keypoint_head.final_layer.weight", (17, 48, 1, 1)),
     ],
 )

@@ -70,10 +70,12 @@ def test_the_kept_category_must_be_in_the_file(tmp_path):
 def test_the_test_boxes_are_checked_from_the_config(tmp_path):
     register_fixture_datasets()
     cfg = tiny_cfg(str(tmp_path / "out"))
-    cfg.DATASETS.TEST_BOXES = _dets(tmp_path, [_box(785, category_id=0)])
+    cfg.DATASETS.TEST_BOXES = path = _dets(tmp_path, [_box(785, category_id=0), _box(785, category_id=0, bbox=[650, 0, 9, 9])])
     cfg.DATASETS.DET_CATEGORY_ID = 0
-    boxes = resolve_test_boxes(cfg, COCO_FIXTURE)
-    np.testing.assert_array_equal(boxes[785][0], [[10, 20, 30, 40]])
+    with captured_logs(LOGGER, logging.WARNING) as logs:
+        boxes = resolve_test_boxes(cfg, COCO_FIXTURE)
+    np.testing.assert_array_equal(boxes[785][0], [[10, 20, 30, 40], [650, 0, 9, 9]])
+    assert f"{path}: 1 person boxes lie entirely outside their image; their keypoints will be too" in logs
     cfg.DATASETS.TEST_BOXES = _dets(tmp_path, [_box(7, category_id=0)])
     with pytest.raises(ValueError, match="none of its 1 image ids is an image of 'hrnext_fixture_coco'"):
         check_test_box_sources(cfg)

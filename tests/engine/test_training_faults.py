@@ -35,7 +35,7 @@ def test_finished_run_resumes_at_the_next_iteration_and_rewrites_a_lost_final(tm
     with captured_logs("hrnext_d2.checkpoint", logging.WARNING) as logs:
         resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 2
-    assert logs == [f"{out / 'model_final.pth'} is missing or unreadable: writing it again from the resumed state"]
+    assert logs == [f"{out / 'model_final.pth'} is missing or unreadable: writing it from the resumed state"]
     final = torch.load(out / "model_final.pth", weights_only=True)
     assert final["iteration"] == final["trainer"]["iteration"] == 1
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
