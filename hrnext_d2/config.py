@@ -136,10 +136,23 @@ def _add_input_config(cfg: CN) -> None:
 def _add_dataset_config(cfg: CN) -> None:
     """DATASETS: where test-time person boxes come from."""
     # "" = the dataset's metadata `test_box_source`; "gt" = ground-truth boxes; or a path to a
-    # detections json in COCO results format.
+    # detections json in COCO results format. A detections file is checked when a run starts
+    # (before training): no image id of the test set in it is an error, a partial match a warning.
     cfg.DATASETS.TEST_BOXES = ""
     # Detected boxes below this score are dropped (mmpose det_bbox_thr).
     cfg.DATASETS.DET_SCORE_THRESH = 0.0
+    # The detections' category_id kept as persons (COCO: 1). Entries without a category_id are kept;
+    # a file whose entries carry category ids but none equal to this one is an error.
+    cfg.DATASETS.DET_CATEGORY_ID = 1
+
+
+def _add_dataloader_config(cfg: CN) -> None:
+    """DATALOADER: what an unreadable training image does."""
+    # False: an unreadable (missing, truncated, corrupt) training image stops training with the file
+    # named. True: the sample is replaced by the next readable one of the training set (the same one
+    # in every run, so resuming stays exact) and the skips are counted in the log every 20 iterations
+    # and at the end. tools/check_dataset.py finds such images before a run.
+    cfg.DATALOADER.SKIP_UNREADABLE_IMAGES = False
 
 
 def _add_solver_config(cfg: CN) -> None:
@@ -165,10 +178,25 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.BEST_CHECKPOINT_METRIC = "keypoints/AP"
 
 
+def _add_weights_config(cfg: CN) -> None:
+    """MODEL.WEIGHTS_*: how MODEL.WEIGHTS (and resumed checkpoints) are loaded."""
+    # Loading is strict: a tensor missing from the file, a file tensor the model lacks, or a shape
+    # that differs is an error naming the file and the keys. Keys starting with one of these
+    # prefixes may differ and keep their initialisation, with a warning: e.g. ["keypoint_head."] to
+    # fine-tune from a model trained on another dataset's keypoints; [""] allows any key
+    # (Detectron2's behaviour: load what fits).
+    cfg.MODEL.WEIGHTS_PARTIAL_LOAD = []
+    # Files that need full unpickling (.pkl / .pickle, or a .pth holding Python objects) run any code
+    # they contain when read: refused unless True. Set it only for files you trust.
+    cfg.MODEL.WEIGHTS_ALLOW_PICKLE = False
+
+
 def add_hrnext_config(cfg: CN) -> None:
     """Add every hrnext_d2 key (with its default) to a Detectron2 config, in place."""
     _add_backbone_config(cfg)
     _add_topdown_config(cfg)
     _add_input_config(cfg)
     _add_dataset_config(cfg)
+    _add_dataloader_config(cfg)
     _add_solver_config(cfg)
+    _add_weights_config(cfg)

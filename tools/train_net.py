@@ -24,7 +24,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import hrnext_d2  # noqa: F401  (registers backbone, head, model, datasets)
-from hrnext_d2.checkpoint import HRNeXtCheckpointer
+from hrnext_d2.checkpoint import build_checkpointer, check_weights_for_evaluation
 from hrnext_d2.config import add_hrnext_config
 from hrnext_d2.engine import Trainer
 from hrnext_d2.utils.visualizer import visualize_predictions
@@ -68,9 +68,10 @@ def visualize(cfg: CfgNode, model: torch.nn.Module) -> list:
 def main(args):
     cfg = setup(args)
     if args.eval_only:
+        check_weights_for_evaluation(cfg, resume=args.resume)
         model = Trainer.build_model(cfg)
-        # MODEL.WEIGHTS: a Detectron2 checkpoint, or an official mmpose HRNeXt one.
-        HRNeXtCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # MODEL.WEIGHTS: a Detectron2 checkpoint, or an official mmpose HRNeXt one (loaded strictly).
+        build_checkpointer(cfg, model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)

@@ -19,7 +19,7 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.utils.logger import setup_logger
 
 import hrnext_d2  # noqa: F401  (registers model and datasets)
-from hrnext_d2.checkpoint import HRNeXtCheckpointer
+from hrnext_d2.checkpoint import build_checkpointer
 from hrnext_d2.config import add_hrnext_config
 from hrnext_d2.engine import Trainer
 from hrnext_d2.utils.visualizer import visualize_images, visualize_predictions
@@ -59,7 +59,7 @@ def main(argv=None) -> list:
         logger.warning("MODEL.WEIGHTS is empty: drawing the predictions of an untrained model")
     model = Trainer.build_model(cfg)
     # A Detectron2 checkpoint, or an official mmpose HRNeXt one (converted on the fly).
-    HRNeXtCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    build_checkpointer(cfg, model).load(cfg.MODEL.WEIGHTS)
     model.eval()
     output = args.output or os.path.join(cfg.OUTPUT_DIR, "visualization")
     if args.input:

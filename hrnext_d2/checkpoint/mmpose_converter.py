@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 
 from ..modeling.backbone.hrnext import HRNeXt
+from .atomic import atomic_torch_save
 
 __all__ = [
     "MMPoseCheckpointError",
@@ -25,7 +25,6 @@ __all__ = [
     "convert_mmpose_checkpoint",
     "load_mmpose_checkpoint",
     "is_mmpose_hrnext_checkpoint",
-    "HRNeXtCheckpointer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,28 +70,60 @@ def is_mmpose_hrnext_checkpoint(checkpoint: Any) -> bool:
     return "backbone.conv1.weight" in keys and "backbone.layer1.0.layer_scale_1" in keys
 
 
-def _num_kernels(sd: Mapping[str, torch.Tensor], block: str) -> int:
-    bank = sd.get(f"{block}.dlp.dw3x3.conv.aggregation.weight")
-    return int(bank.shape[0]) if bank is not None else 1
+def _shape_error(source: str, key: str, t: torch.Tensor, expected: str) -> MMPoseCheckpointError:
+    return MMPoseCheckpointError(f"{source}: backbone.{key} has shape {tuple(t.shape)}; expected {expected}")
+
+
+def _width(sd: Mapping[str, torch.Tensor], key: str, source: str) -> int:
+    """Leading size of a per-channel tensor (layer scale, conv weight), checked."""
+    t = sd[key]
+    if t.dim() < 1 or t.shape[0] == 0:
+        raise _shape_error(source, key, t, "(C, ...) with C > 0")
+    return int(t.shape[0])
+
+
+def _mlp_ratio(sd: Mapping[str, torch.Tensor], block: str, width: int, source: str) -> int:
+    key = f"{block}.mlp2.norm1.weight"
+    hidden = sd.get(key)
+    if hidden is None:
+        return 4
+    if hidden.dim() != 1 or hidden.shape[0] == 0 or hidden.shape[0] % width:
+        raise _shape_error(source, key, hidden, f"(width x MLP ratio,) with width {width}")
+    return int(hidden.shape[0]) // width
+
+
+def _num_kernels(sd: Mapping[str, torch.Tensor], block: str, source: str = "checkpoint") -> int:
+    key = f"{block}.dlp.dw3x3.conv.aggregation.weight"
+    bank = sd.get(key)
+    if bank is None:
+        return 1
+    if bank.dim() < 1 or bank.shape[0] == 0:
+        raise _shape_error(source, key, bank, "(num_kernels, ...)")
+    return int(bank.shape[0])
 
 
 def infer_hrnext_architecture(backbone_sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> Dict:
     """Stem width and the four stage configs (as HRNeXt's `stages` argument) read off a backbone state
-    dict (keys without the `backbone.` prefix)."""
+    dict (keys without the `backbone.` prefix). A tensor whose shape contradicts the others is an
+    error naming the file and the key."""
     required = ["conv1.weight", "layer1.0.layer_scale_1", "stage2.0.branches.0.0.layer_scale_1"]
     missing = [k for k in required if k not in backbone_sd]
     if missing:
         raise MMPoseCheckpointError(
             f"{source}: not an HRNeXt checkpoint (missing {', '.join('backbone.' + k for k in missing)})")
-    stem_width = int(backbone_sd["conv1.weight"].shape[0])
+    stem_width = _width(backbone_sd, "conv1.weight", source)
     stages = []
     # Stage 1: layer1.<b>.
     nb = 1 + max(int(m.group(1)) for k in backbone_sd for m in [re.match(r"layer1\.(\d+)\.layer_scale_1$", k)] if m)
-    width = int(backbone_sd["layer1.0.layer_scale_1"].shape[0])
-    hidden = backbone_sd.get("layer1.0.mlp2.norm1.weight")
-    ratio = (hidden.shape[0] // width) if hidden is not None else 4
+    width = _width(backbone_sd, "layer1.0.layer_scale_1", source)
+    if width != stem_width:
+        raise MMPoseCheckpointError(
+            f"{source}: backbone.conv1.weight {tuple(backbone_sd['conv1.weight'].shape)} gives a stem width of "
+            f"{stem_width}, backbone.layer1.0.layer_scale_1 {tuple(backbone_sd['layer1.0.layer_scale_1'].shape)} "
+            f"a stage-1 width of {width}; HRNeXt needs them equal")
     stages.append({"num_modules": 1, "num_branches": 1, "num_blocks": [nb], "num_channels": [width],
-                   "mlp_ratios": [ratio], "num_kernels": [_num_kernels(backbone_sd, "layer1.0")]})
+                   "mlp_ratios": [_mlp_ratio(backbone_sd, "layer1.0", width, source)],
+                   "num_kernels": [_num_kernels(backbone_sd, "layer1.0", source)]})
     for k in (2, 3, 4):
         pat = re.compile(rf"stage{k}\.(\d+)\.branches\.(\d+)\.(\d+)\.layer_scale_1$")
         found = [tuple(int(g) for g in m.groups()) for key in backbone_sd for m in [pat.match(key)] if m]
@@ -102,13 +133,15 @@ def infer_hrnext_architecture(backbone_sd: Mapping[str, torch.Tensor], source: s
         num_branches = 1 + max(f[1] for f in found)
         blocks, channels, ratios, kernels = [], [], [], []
         for i in range(num_branches):
-            blocks.append(1 + max(f[2] for f in found if f[0] == 0 and f[1] == i))
+            in_first = [f[2] for f in found if f[0] == 0 and f[1] == i]
+            if not in_first:
+                raise MMPoseCheckpointError(f"{source}: no backbone.stage{k}.0.branches.{i} blocks")
+            blocks.append(1 + max(in_first))
             pre = f"stage{k}.0.branches.{i}.0"
-            width = int(backbone_sd[f"{pre}.layer_scale_1"].shape[0])
-            hidden = backbone_sd.get(f"{pre}.mlp2.norm1.weight")
+            width = _width(backbone_sd, f"{pre}.layer_scale_1", source)
             channels.append(width)
-            ratios.append((hidden.shape[0] // width) if hidden is not None else 4)
-            kernels.append(_num_kernels(backbone_sd, pre))
+            ratios.append(_mlp_ratio(backbone_sd, pre, width, source))
+            kernels.append(_num_kernels(backbone_sd, pre, source))
         stages.append({"num_modules": num_modules, "num_branches": num_branches, "num_blocks": blocks,
                        "num_channels": channels, "mlp_ratios": ratios, "num_kernels": kernels})
     multi = any(k.startswith(f"stage4.{stages[3]['num_modules'] - 1}.fuse_layers.1.") for k in backbone_sd)
@@ -143,10 +176,14 @@ def _compare(expected: Mapping[str, torch.Size], got: Mapping[str, torch.Tensor]
     raise MMPoseCheckpointError("\n".join(lines))
 
 
-def _hrnext_expected_shapes(arch: Dict) -> "OrderedDict[str, torch.Size]":
-    with torch.device("meta"):
-        model = HRNeXt(stages=arch["stages"], stem_width=arch["stem_width"],
-                       multi_scale_output=arch["multi_scale_output"], fuse_inference=False)
+def _hrnext_expected_shapes(arch: Dict, source: str = "checkpoint") -> "OrderedDict[str, torch.Size]":
+    try:
+        with torch.device("meta"):
+            model = HRNeXt(stages=arch["stages"], stem_width=arch["stem_width"],
+                           multi_scale_output=arch["multi_scale_output"], fuse_inference=False)
+    except (ValueError, AssertionError, RuntimeError, ZeroDivisionError, IndexError) as e:
+        raise MMPoseCheckpointError(
+            f"{source}: the HRNeXt its keys describe ({_describe(arch)}) cannot be built: {e}") from e
     return OrderedDict((k, v.shape) for k, v in model.state_dict().items())
 
 
@@ -172,7 +209,7 @@ def convert_mmpose_state_dict(
         raise MMPoseCheckpointError(f"{source}: non-tensor entries in state_dict: {bad[:8]}")
     backbone = OrderedDict((k[len("backbone."):], v) for k, v in sd.items() if k.startswith("backbone."))
     arch = infer_hrnext_architecture(backbone, source)
-    _compare(OrderedDict(("backbone." + k2, v) for k2, v in _hrnext_expected_shapes(arch).items()),
+    _compare(OrderedDict(("backbone." + k2, v) for k2, v in _hrnext_expected_shapes(arch, source).items()),
              OrderedDict(("backbone." + k2, v) for k2, v in backbone.items()), source,
              f"an HRNeXt backbone ({_describe(arch)})")
 
@@ -219,19 +256,5 @@ def convert_mmpose_checkpoint(
     if out_path is not None:
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": sd, "__author__": CONVERTER_AUTHOR, "matching_heuristics": False}, out_path)
+        atomic_torch_save({"model": sd, "__author__": CONVERTER_AUTHOR, "matching_heuristics": False}, str(out_path))
     return sd
-
-
-class HRNeXtCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that also reads official mmpose HRNeXt checkpoints directly (converted and
-    validated on the fly); every other file is handled as by DetectionCheckpointer."""
-
-    def _load_file(self, filename: str) -> Dict[str, Any]:
-        loaded = super()._load_file(filename)
-        model = loaded.get("model") if isinstance(loaded, Mapping) else None
-        if isinstance(model, Mapping) and is_mmpose_hrnext_checkpoint(model):
-            # DetectionCheckpointer wrapped a raw mmpose dict as {"model": {...,"state_dict": ...}}.
-            sd = convert_mmpose_state_dict(model, source=filename)
-            return {"model": sd, "__author__": CONVERTER_AUTHOR, "matching_heuristics": False}
-        return loaded

@@ -21,8 +21,10 @@ from detectron2.data.samplers import InferenceSampler, TrainingSampler
 from detectron2.utils import comm
 
 from ..topdown import geometry
+from .image_checks import UnreadableImageError
 from .instances import select_pose_annotations
 from .mapper import TopDownDatasetMapper
+from .unreadable_images import SKIPPED_IMAGES_KEY, CountingLoader, UnreadableImageCounter
 
 __all__ = [
     "build_topdown_instance_dicts",
@@ -40,6 +42,13 @@ logger = logging.getLogger(__name__)
 def training_seed(cfg) -> int:
     """cfg.SEED when set (>= 0), else one random seed shared by all processes."""
     return int(cfg.SEED) if cfg.SEED >= 0 else int(comm.shared_random_seed())
+
+
+def _has_keypoints_outside(person: Dict[str, Any], width: float, height: float) -> bool:
+    """A labelled joint (mmpose pixel-index coordinates) outside the image's pixels [-0.5, size - 0.5]."""
+    labelled = person["joints_visible"][:, 0] > 0
+    x, y = person["joints"][labelled, 0], person["joints"][labelled, 1]
+    return bool(((x < -0.5) | (x > width - 0.5) | (y < -0.5) | (y > height - 0.5)).any())
 
 
 def build_topdown_instance_dicts(
@@ -65,10 +74,12 @@ def build_topdown_instance_dicts(
         if not dicts:
             raise ValueError(f"Dataset {name!r} is empty")
         dropped: Counter = Counter()
+        outside = 0
         n_before = len(instances)
         for d in dicts:
             persons, drop = select_pose_annotations(d, num_keypoints)
             dropped.update(drop)
+            outside += sum(_has_keypoints_outside(p, d["width"], d["height"]) for p in persons)
             for p in persons:
                 instances.append(
                     {
@@ -82,9 +93,14 @@ def build_topdown_instance_dicts(
                 )
         kept = len(instances) - n_before
         reasons = ", ".join(f"{v} {k}" for k, v in sorted(dropped.items())) or "none"
+        flagged = (
+            f"; {outside} of the kept persons have labelled keypoints outside the image (kept, as mmpose does)"
+            if outside
+            else ""
+        )
         logger.info(
             f"Top-down training instances from {name}: {kept} persons in {len(dicts)} images; "
-            f"dropped {sum(dropped.values())} annotations ({reasons})"
+            f"dropped {sum(dropped.values())} annotations ({reasons}){flagged}"
         )
     if not instances:
         raise ValueError(f"No training instances (persons with keypoints) in {list(dataset_names)}")
@@ -109,23 +125,47 @@ class TopDownInstanceDataset(torchdata.Dataset):
 
     The key is an index, or ``(index, aug_seed)`` as produced by ``TopDownTrainingSampler``; the
     seed is handed to the mapper so a sample's augmentation depends only on its stream position.
+    With ``skip_unreadable``, a sample whose image cannot be read is replaced by the next instance
+    (index + 1, ...) whose image reads, with the same seed; the skipped files are listed on the
+    sample under ``SKIPPED_IMAGES_KEY`` (see ``hrnext_d2.data.unreadable_images``).
     """
 
-    def __init__(self, instances: List[Dict[str, Any]], mapper: TopDownDatasetMapper):
+    def __init__(self, instances: List[Dict[str, Any]], mapper: TopDownDatasetMapper, skip_unreadable: bool = False):
         self._instances = DatasetFromList(instances, copy=True, serialize=True)
         self._mapper = mapper
+        self._skip_unreadable = bool(skip_unreadable)
+        self._unreadable: set = set()  # files found unreadable by this process
 
     def __len__(self) -> int:
         return len(self._instances)
 
-    def __getitem__(self, key: Union[int, Tuple[int, Sequence[int]]]) -> Dict[str, Any]:
-        if isinstance(key, tuple):
-            index, aug_seed = key
-            d = self._instances[index]
+    def _instance(self, index: int, aug_seed: Optional[Sequence[int]]) -> Dict[str, Any]:
+        d = self._instances[index]
+        if aug_seed is not None:
             d["aug_seed"] = list(aug_seed)
-        else:
-            d = self._instances[key]
-        return self._mapper(d)
+        return d
+
+    def __getitem__(self, key: Union[int, Tuple[int, Sequence[int]]]) -> Dict[str, Any]:
+        index, aug_seed = key if isinstance(key, tuple) else (key, None)
+        if not self._skip_unreadable:
+            return self._mapper(self._instance(index, aug_seed))
+        skipped: List[str] = []
+        for step in range(len(self)):
+            d = self._instance((index + step) % len(self), aug_seed)
+            if d["file_name"] in self._unreadable:
+                skipped.append(d["file_name"])
+                continue
+            try:
+                out = self._mapper(d)
+            except UnreadableImageError as e:
+                logger.warning(f"{e}; skipped (DATALOADER.SKIP_UNREADABLE_IMAGES), the next instance is used")
+                self._unreadable.add(d["file_name"])
+                skipped.append(d["file_name"])
+                continue
+            if skipped:
+                out[SKIPPED_IMAGES_KEY] = skipped
+            return out
+        raise UnreadableImageError(self._instances[index]["file_name"], "no image of the training set can be read")
 
 
 class TopDownTrainingSampler(TrainingSampler):
@@ -166,14 +206,16 @@ def build_topdown_train_loader(
 ) -> torchdata.DataLoader:
     """Instance-level training loader: lists of ``IMS_PER_BATCH / world size`` mapped samples.
 
-    The returned loader exposes its sampler as ``loader.topdown_sampler`` (for resuming).
+    The returned loader exposes its sampler as ``loader.topdown_sampler`` (for resuming); with
+    DATALOADER.SKIP_UNREADABLE_IMAGES it also counts skipped images in ``loader.unreadable_counter``.
     """
     seed = training_seed(cfg)
     if instances is None:
         instances = build_topdown_instance_dicts_from_config(cfg)
     if mapper is None:
         mapper = TopDownDatasetMapper(cfg, True)
-    dataset = TopDownInstanceDataset(instances, mapper)
+    skip = cfg.DATALOADER.SKIP_UNREADABLE_IMAGES
+    dataset = TopDownInstanceDataset(instances, mapper, skip_unreadable=skip)
     sampler = TopDownTrainingSampler(len(dataset), shuffle=True, seed=seed)
     loader = build_detection_train_loader(
         dataset,
@@ -186,6 +228,8 @@ def build_topdown_train_loader(
         # random state (a resumed run creates it at a different time than an uninterrupted one).
         seed=seed,
     )
+    if skip:
+        loader = CountingLoader(loader, UnreadableImageCounter())
     loader.topdown_sampler = sampler
     loader.topdown_num_instances = len(dataset)
     return loader
@@ -198,7 +242,7 @@ def build_topdown_test_loader(
     ``pred_boxes`` + ``scores``."""
     dicts = DatasetCatalog.get(dataset_name)
     if mapper is None:
-        mapper = TopDownDatasetMapper(cfg, False, dataset_name=dataset_name)
+        mapper = TopDownDatasetMapper(cfg, False, dataset_name=dataset_name, dataset_dicts=dicts)
     if cfg.TEST.IMS_PER_BATCH < 1:
         raise ValueError(f"TEST.IMS_PER_BATCH must be >= 1, got {cfg.TEST.IMS_PER_BATCH}")
     return build_detection_test_loader(

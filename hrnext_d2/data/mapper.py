@@ -5,6 +5,8 @@ Training follows mmpose 0.23's pipeline in its order: TopDownRandomFlip, TopDown
 TopDownGetRandomScaleRotation, TopDownAffine, TopDownGenerateTarget. The crop uses the same
 center/scale convention and affine code (``hrnext_d2.topdown.geometry``) as the model's inference,
 and the targets come from the same codec that decodes, so training and inference cannot drift apart.
+Both modes decode and check the image with ``hrnext_d2.data.image_checks.read_annotated_image``: a
+file that does not read, or whose pixels are not the annotated size, is an error naming it.
 """
 import copy
 import logging
@@ -15,30 +17,18 @@ import numpy as np
 import torch
 
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from ..topdown import geometry
 from ..topdown.codec import HeatmapCodec
-from .datasets.detections import load_person_detections
 from .datasets.keypoint_metadata import resolve_keypoint_metadata
+from .image_checks import read_annotated_image, read_image_or_fail  # noqa: F401  (read_image_or_fail: public here too)
 from .instances import select_pose_annotations
+from .test_boxes import resolve_test_boxes
 
 __all__ = ["TopDownDatasetMapper", "read_image_or_fail", "resolve_test_boxes"]
 
 logger = logging.getLogger(__name__)
-
-
-def read_image_or_fail(file_name: str, image_format: str) -> np.ndarray:
-    """Detectron2's ``read_image``, with an error that names the file when it is missing or corrupt."""
-    try:
-        image = utils.read_image(file_name, format=image_format)
-    except Exception as e:  # PIL / IO errors do not always name the file
-        raise RuntimeError(f"Cannot read image {file_name!r}: {type(e).__name__}: {e}") from e
-    if image is None or image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise RuntimeError(f"Cannot read image {file_name!r}: decoded to an empty array")
-    return image
 
 
 class TopDownDatasetMapper:
@@ -112,7 +102,13 @@ class TopDownDatasetMapper:
         self._rng_pid = None
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None) -> Dict[str, Any]:
+    def from_config(
+        cls,
+        cfg,
+        is_train: bool = True,
+        dataset_name: Optional[str] = None,
+        dataset_dicts: Optional[Sequence[Dict[str, Any]]] = None,
+    ) -> Dict[str, Any]:
         names = [dataset_name] if dataset_name else None
         info = resolve_keypoint_metadata(cfg, names)
         t = cfg.INPUT.TOPDOWN
@@ -136,7 +132,7 @@ class TopDownDatasetMapper:
         else:
             if dataset_name is None:
                 dataset_name = cfg.DATASETS.TEST[0]
-            ret["test_boxes"] = resolve_test_boxes(cfg, dataset_name)
+            ret["test_boxes"] = resolve_test_boxes(cfg, dataset_name, dataset_dicts)
         return ret
 
     # ---------------------------------------------------------------------------------------------
@@ -226,7 +222,7 @@ class TopDownDatasetMapper:
 
     def _map_train(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         file_name = dataset_dict["file_name"]
-        image = read_image_or_fail(file_name, self.image_format)
+        image = read_annotated_image(dataset_dict, self.image_format)
         if "aug_seed" in dataset_dict:
             rng = np.random.default_rng(dataset_dict["aug_seed"])
         else:
@@ -277,8 +273,7 @@ class TopDownDatasetMapper:
 
     def _map_test(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         dataset_dict = copy.copy(dataset_dict)
-        image = read_image_or_fail(dataset_dict["file_name"], self.image_format)
-        utils.check_image_size(dataset_dict, image)
+        image = read_annotated_image(dataset_dict, self.image_format)
         h, w = image.shape[:2]
         boxes_xywh, scores = self.test_boxes_for(dataset_dict)
         instances = Instances((h, w))
@@ -292,23 +287,3 @@ class TopDownDatasetMapper:
         dataset_dict["height"], dataset_dict["width"] = h, w
         dataset_dict["instances"] = instances
         return dataset_dict
-
-
-def resolve_test_boxes(cfg, dataset_name: str) -> Any:
-    """DATASETS.TEST_BOXES, else the dataset's ``test_box_source``: "gt" or loaded detections."""
-    source = cfg.DATASETS.TEST_BOXES
-    if not source:
-        source = getattr(MetadataCatalog.get(dataset_name), "test_box_source", "") or "gt"
-    if source == "gt":
-        return "gt"
-    if not os.path.isfile(source):
-        raise FileNotFoundError(
-            f"Person detections for {dataset_name!r} not found: {source!r} "
-            "(DATASETS.TEST_BOXES or the dataset's test_box_source)"
-        )
-    dets = load_person_detections(source, score_thresh=cfg.DATASETS.DET_SCORE_THRESH)
-    logger.info(
-        f"Test boxes for {dataset_name}: {sum(len(v[1]) for v in dets.values())} person detections "
-        f"on {len(dets)} images from {source} (score >= {cfg.DATASETS.DET_SCORE_THRESH})"
-    )
-    return dets

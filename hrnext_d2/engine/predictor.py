@@ -2,8 +2,12 @@
 
 Detectron2's ``DefaultPredictor`` hands the model only the image; a top-down model then falls back
 to its configured person detector, or to the whole image as one box. ``TopDownPredictor`` keeps that
-behaviour and additionally accepts boxes (e.g. from an external detector or annotations).
+behaviour and additionally accepts boxes (e.g. from an external detector or annotations). Images in
+other layouts and types than BGR uint8 (H, W, 3) are converted when their meaning is unambiguous
+and refused otherwise, and unusable boxes are dropped with a warning
+(``hrnext_d2.engine.image_input``).
 """
+import logging
 from typing import Dict, Optional
 
 import numpy as np
@@ -16,17 +20,26 @@ from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from hrnext_d2.checkpoint import HRNeXtCheckpointer
+from ..checkpoint import build_checkpointer
+from .image_input import to_bgr_uint8, validate_person_boxes
 
 __all__ = ["TopDownPredictor"]
 
+logger = logging.getLogger(__name__)
+
 
 class TopDownPredictor(DefaultPredictor):
-    """``predictor(image_bgr, boxes_xyxy=None, scores=None)["instances"]``.
+    """``predictor(image, boxes_xyxy=None, scores=None, image_format="BGR")["instances"]``.
 
-    Boxes are XYXY in the pixels of ``image_bgr``; without boxes this is exactly ``DefaultPredictor``.
+    ``image``: BGR uint8 (H, W, 3) as ``DefaultPredictor`` takes it, or (H, W) / (H, W, 1) grey,
+    (H, W, 4) with alpha, channels in ``image_format`` order ("RGB" for PIL images), float 0..1 or
+    0..255, and other types whose range is unambiguous (``hrnext_d2.engine.image_input``).
+    Boxes are XYXY in the image's pixels; boxes that are not finite, have no area or lie entirely
+    outside the image are dropped with a warning (an error when none is left); the instances returned
+    belong to the kept boxes (their ``pred_boxes``). Without boxes this is ``DefaultPredictor``.
     Forces MODEL.TOPDOWN.USE_INPUT_BOXES so that supplied boxes are always used. MODEL.WEIGHTS may
-    also be an official mmpose HRNeXt checkpoint (converted on the fly by ``HRNeXtCheckpointer``).
+    also be an official mmpose HRNeXt checkpoint (converted on the fly by ``HRNeXtCheckpointer``),
+    and is loaded strictly (MODEL.WEIGHTS_PARTIAL_LOAD, MODEL.WEIGHTS_ALLOW_PICKLE).
     """
 
     def __init__(self, cfg: CfgNode):
@@ -38,7 +51,9 @@ class TopDownPredictor(DefaultPredictor):
         self.model.eval()
         if len(self.cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(self.cfg.DATASETS.TEST[0])
-        HRNeXtCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        if not self.cfg.MODEL.WEIGHTS:
+            logger.warning("MODEL.WEIGHTS is empty: the predictor runs a randomly initialised model")
+        build_checkpointer(self.cfg, self.model).load(self.cfg.MODEL.WEIGHTS)
         self.aug = T.ResizeShortestEdge(
             [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
         )
@@ -51,17 +66,20 @@ class TopDownPredictor(DefaultPredictor):
         original_image: np.ndarray,
         boxes_xyxy: Optional[np.ndarray] = None,
         scores: Optional[np.ndarray] = None,
+        image_format: str = "BGR",
     ) -> Dict[str, Instances]:
+        try:
+            original_image = to_bgr_uint8(original_image, image_format)
+        except ValueError as e:
+            raise ValueError(f"TopDownPredictor: {e}") from e
         if boxes_xyxy is None:
             if scores is not None:
                 raise ValueError("TopDownPredictor: scores given without boxes_xyxy")
             return super().__call__(original_image)
-        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4) if len(boxes_xyxy) else np.zeros((0, 4), np.float32)
-        if scores is None:
-            scores = np.ones(len(boxes), dtype=np.float32)
-        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-        if len(scores) != len(boxes):
-            raise ValueError(f"TopDownPredictor: {len(boxes)} boxes but {len(scores)} scores")
+        try:
+            boxes, scores = validate_person_boxes(boxes_xyxy, scores, original_image.shape[:2])
+        except ValueError as e:
+            raise ValueError(f"TopDownPredictor: {e}") from e
         with torch.no_grad():
             if self.input_format == "RGB":
                 original_image = original_image[:, :, ::-1]

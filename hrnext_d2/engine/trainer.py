@@ -9,7 +9,10 @@ What differs from ``DefaultTrainer`` and why:
   rank, which only works for GPUs), so ``--num-gpus N`` on a CPU-only machine trains N processes;
 - resuming restores the data stream position and the random state, so a resumed run continues
   exactly as an uninterrupted one;
-- the best checkpoint by SOLVER.BEST_CHECKPOINT_METRIC is kept.
+- the best checkpoint by SOLVER.BEST_CHECKPOINT_METRIC is kept (not as a resume point);
+- weights load strictly and checkpoints are written atomically (``HRNeXtCheckpointer``); resuming a
+  finished run rewrites a missing or unreadable model_final.pth;
+- the test sets and their person-box sources are read when the run starts, before training.
 """
 import logging
 import math
@@ -31,15 +34,18 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint import HRNeXtCheckpointer
+from ..checkpoint import build_checkpointer
 from ..data.build import (
     build_topdown_instance_dicts_from_config,
     build_topdown_test_loader,
     build_topdown_train_loader,
     training_seed,
 )
+from ..data.test_boxes import check_test_box_sources
 from ..evaluation.keypoint_evaluator import TopDownKeypointEvaluator
 from ..solver import build_optimizer
+from .best_checkpointer import BestCheckpointer
+from .unreadable_images_hook import UnreadableImagesHook
 
 __all__ = ["Trainer", "create_ddp_model", "norm_for_world_size", "apply_epoch_schedule"]
 
@@ -172,6 +178,7 @@ class Trainer(DefaultTrainer):
         cfg = _with_fixed_seed(cfg)
         instances = build_topdown_instance_dicts_from_config(cfg)
         cfg = apply_epoch_schedule(cfg, len(instances))
+        check_test_box_sources(cfg)  # a bad test set or detections file stops the run before training
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -186,7 +193,7 @@ class Trainer(DefaultTrainer):
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # Also reads official mmpose HRNeXt checkpoints given as MODEL.WEIGHTS (converted on the fly).
-        self.checkpointer = HRNeXtCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = build_checkpointer(cfg, model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -215,6 +222,8 @@ class Trainer(DefaultTrainer):
             cfg.freeze()
             self.cfg = cfg
             self._trainer.reset_data_loader(lambda: build_topdown_train_loader(cfg))
+        if resume and self.start_iter >= self.max_iter:
+            self.checkpointer.restore_final_checkpoint(self.start_iter - 1)
         per_process = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         sampler = getattr(self.data_loader, "topdown_sampler", None)
         if sampler is not None:
@@ -246,11 +255,13 @@ class Trainer(DefaultTrainer):
         ret = super().build_hooks()
         metric = self.cfg.SOLVER.BEST_CHECKPOINT_METRIC
         if metric and self.cfg.TEST.EVAL_PERIOD > 0 and comm.is_main_process():
-            best = hooks.BestCheckpointer(
+            best = BestCheckpointer(
                 self.cfg.TEST.EVAL_PERIOD, self.checkpointer, metric, mode="max"
             )
             idx = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
             ret.insert(idx + 1, best)
+        if self.cfg.DATALOADER.SKIP_UNREADABLE_IMAGES:
+            ret.append(UnreadableImagesHook(period=20))
         return ret
 
     # ---- builders -------------------------------------------------------------------------------

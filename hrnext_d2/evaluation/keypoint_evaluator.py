@@ -13,6 +13,9 @@ them with:
 
 Persons with no labelled keypoint (CrowdPose: `num_keypoints` 0) and crowd regions are ignored by
 both tools. Results are in percent, like COCOEvaluator.
+
+Non-finite keypoints or scores are an error naming the image: pycocotools lets a NaN OKS pass every
+threshold (NaN predictions would score AP 100), and `keypoints_results.json` is strict json.
 """
 import contextlib
 import copy
@@ -85,6 +88,7 @@ class TopDownKeypointEvaluator(DatasetEvaluator):
             if _num_instances(instances) == 0:
                 continue
             instances = _for_coco_json(instances.to(self._cpu_device))
+            _check_finite(instances, inp["image_id"], self._dataset_name)
             for res in instances_to_coco_json(instances, inp["image_id"]):
                 # Results as the official tools and mmpose write them (no box; category = contiguous
                 # id, mapped to the json's id in evaluate()).
@@ -133,7 +137,7 @@ class TopDownKeypointEvaluator(DatasetEvaluator):
             path = os.path.join(self._output_dir, "keypoints_results.json")
             self._logger.info(f"Saving keypoint results to {path}")
             with PathManager.open(path, "w") as f:
-                json.dump(predictions, f)
+                json.dump(predictions, f, allow_nan=False)
 
         metrics = COCO_KEYPOINT_METRICS if self._protocol == "coco" else CROWDPOSE_KEYPOINT_METRICS
         if len(predictions) == 0:
@@ -179,6 +183,18 @@ def _for_coco_json(instances: Instances) -> Instances:
     out.scores = instances.scores if instances.has("scores") else torch.ones(n)
     out.pred_classes = instances.pred_classes if instances.has("pred_classes") else torch.zeros(n, dtype=torch.int64)
     return out
+
+
+def _check_finite(instances: Instances, image_id, dataset_name: str) -> None:
+    """Keypoints and scores must be finite (the model never emits anything else)."""
+    kpts_ok = torch.isfinite(instances.pred_keypoints).flatten(1).all(dim=1)
+    scores_ok = torch.isfinite(torch.as_tensor(instances.scores, dtype=torch.float64)).reshape(-1)
+    bad = (~(kpts_ok & scores_ok)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(
+            f"{dataset_name}: image id {image_id!r}: {len(bad)} of {len(instances)} predicted persons have non-finite "
+            f"keypoints or scores (persons {bad[:10]}); they would pass every OKS threshold in pycocotools"
+        )
 
 
 def _read_json(path: str) -> dict:
