@@ -4,24 +4,26 @@ DDP broadcasts the weights once, when it wraps the model; afterwards every proce
 the same iteration and apply the same updates. Two ways that silently fails:
 - resuming with a separate OUTPUT_DIR per machine (no shared storage): only the main process saves
   checkpoints, so one machine resumes at iteration N and another starts at 0 on other weights, and
-  the collectives of their different schedules then hang;
+  the collectives of their different schedules then hang; likewise MODEL.WEIGHTS naming different
+  files on different machines (the weights are loaded after DDP's broadcast);
 - a model state not covered by the gradient all-reduce (e.g. BatchNorm statistics that are not
   synchronised) diverging between processes.
-``check_same_start_iteration`` (after loading) turns the first into an error that names each
-process's iteration and checkpoint; ``ModelStateAgreementHook`` compares a digest of the model state
-of every process after training and logs it.
+``check_same_start`` (after loading) turns the first into an error that names each process's
+iteration and checkpoint (or the digest of the weights it loaded); ``ModelStateAgreementHook``
+compares a digest of the model state of every process after training and logs it.
 """
 import hashlib
 import logging
 import os
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch import nn
 
-__all__ = ["check_same_start_iteration", "model_state_digest", "check_same_model_state", "ModelStateAgreementHook"]
+__all__ = ["check_same_start", "start_mismatch", "model_state_digest", "check_same_model_state",
+           "ModelStateAgreementHook"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,22 +35,33 @@ def _describe_start(checkpointer, weights: str, resume: bool) -> str:
     return f"{where}; MODEL.WEIGHTS {weights!r}" if weights else where
 
 
-def check_same_start_iteration(start_iter: int, checkpointer, weights: str, resume: bool) -> None:
-    """Raise on every process when the processes start from different iterations (call it on all of
-    them, after loading)."""
+def start_mismatch(everyone: List[Tuple[int, str, str, str]]) -> Optional[str]:
+    """The error message when the processes' (start iteration, what was loaded, host, model digest)
+    differ in iteration or weights, else None."""
+    rows = "\n".join(f"  rank {r} on {host}: iteration {it} ({src}), weights sha256 {digest[:12]}"
+                      for r, (it, src, host, digest) in enumerate(everyone))
+    if len({e[0] for e in everyone}) > 1:
+        return (f"The {len(everyone)} processes would start training at different iterations:\n{rows}\n"
+                "Every machine must resume from the same checkpoint: use one OUTPUT_DIR on storage all "
+                "machines share, or copy OUTPUT_DIR (last_checkpoint and the checkpoint it names) from the "
+                "main machine to the others before --resume.")
+    if len({e[3] for e in everyone}) > 1:
+        return (f"The {len(everyone)} processes loaded different weights:\n{rows}\n"
+                "Every machine must load the same file: give MODEL.WEIGHTS a path with the same content on "
+                "all machines (and the same OUTPUT_DIR checkpoints with --resume).")
+    return None
+
+
+def check_same_start(model: nn.Module, start_iter: int, checkpointer, weights: str, resume: bool) -> None:
+    """Raise on every process when the processes would start from different iterations or weights
+    (call it on all of them, after loading)."""
     if comm.get_world_size() == 1:
         return
-    mine = (int(start_iter), _describe_start(checkpointer, weights, resume), os.uname().nodename)
-    everyone: List[Tuple[int, str, str]] = comm.all_gather(mine)
-    if len({it for it, _, _ in everyone}) == 1:
-        return
-    rows = "\n".join(f"  rank {r} on {host}: iteration {it} ({src})" for r, (it, src, host) in enumerate(everyone))
-    raise RuntimeError(
-        f"The {len(everyone)} processes would start training at different iterations:\n{rows}\n"
-        "Every machine must resume from the same checkpoint: use one OUTPUT_DIR on storage all machines "
-        "share, or copy OUTPUT_DIR (last_checkpoint and the checkpoint it names) from the main machine "
-        "to the others before --resume."
-    )
+    mine = (int(start_iter), _describe_start(checkpointer, weights, resume), os.uname().nodename,
+            model_state_digest(model))
+    problem = start_mismatch(comm.all_gather(mine))
+    if problem:
+        raise RuntimeError(problem)
 
 
 def model_state_digest(model: nn.Module) -> str:

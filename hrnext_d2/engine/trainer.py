@@ -7,9 +7,9 @@ What differs from ``DefaultTrainer`` and why:
 - BatchNorm becomes SyncBN with more than one process ("CPUSyncBN" on CPU: torch's SyncBatchNorm
   refuses CPU tensors), and DDP is built without ``device_ids`` on CPU (Detectron2 passes the local
   rank, which only works for GPUs), so ``--num-gpus N`` on a CPU-only machine trains N processes;
-- DDP options from SOLVER.DDP, checked against the model (``ddp.py``); all processes must resume
-  from the same iteration and end with the same model state (``consistency.py``); AMP resumes
-  checkpoints without a GradScaler state (``amp.py``);
+- DDP options from SOLVER.DDP, checked against the model (``ddp.py``); all processes must start
+  from the same iteration and weights and end with the same model state (``consistency.py``);
+  AMP resumes checkpoints without a GradScaler state (``amp.py``);
 - resuming restores the data stream position and the random state, so a resumed run continues
   exactly as an uninterrupted one;
 - the best checkpoint by SOLVER.BEST_CHECKPOINT_METRIC is kept.
@@ -44,7 +44,7 @@ from ..data.build import (
 from ..evaluation.keypoint_evaluator import TopDownKeypointEvaluator
 from ..solver import build_optimizer
 from .amp import ResumableAMPTrainer
-from .consistency import ModelStateAgreementHook, check_same_start_iteration
+from .consistency import ModelStateAgreementHook, check_same_start
 from .ddp import ddp_options
 
 __all__ = ["Trainer", "create_ddp_model", "norm_for_world_size", "apply_epoch_schedule"]
@@ -214,7 +214,7 @@ class Trainer(DefaultTrainer):
         (rebuilt with the checkpoint's data seed when this run drew another one)."""
         self._checkpoint_data_seed = None
         super().resume_or_load(resume=resume)
-        check_same_start_iteration(self.start_iter, self.checkpointer, self.cfg.MODEL.WEIGHTS, resume)
+        check_same_start(self.model, self.start_iter, self.checkpointer, self.cfg.MODEL.WEIGHTS, resume)
         saved_seed = self._checkpoint_data_seed
         if resume and saved_seed is not None and saved_seed != self.cfg.SEED:
             logger.info(f"Resuming with the checkpoint's data seed {saved_seed} (SEED was {self.cfg.SEED})")

@@ -6,7 +6,7 @@ import torch
 from detectron2.engine import SimpleTrainer
 
 from hrnext_d2.engine.amp import ResumableAMPTrainer
-from hrnext_d2.engine.consistency import model_state_digest
+from hrnext_d2.engine.consistency import model_state_digest, start_mismatch
 from hrnext_d2.engine.ddp import ddp_options, unread_backbone_outputs
 from hrnext_d2.engine.trainer import Trainer, norm_for_world_size
 from tests.data.topdown_fixtures import tiny_cfg
@@ -89,3 +89,15 @@ def test_model_state_digest_covers_parameters_and_buffers():
     with torch.no_grad():
         copy[0].weight[0, 0, 0, 0] += 1e-7
     assert model_state_digest(copy) != d
+
+
+def test_start_mismatch_names_each_process():
+    loaded = "checkpoint /o/model_final.pth"
+    same = [(2, loaded, "a", "f00d" * 16), (2, loaded, "b", "f00d" * 16)]
+    assert start_mismatch(same) is None
+    iters = [same[0], (0, "no checkpoint in OUTPUT_DIR /p", "b", "beef" * 16)]
+    msg = start_mismatch(iters)
+    assert "start training at different iterations" in msg
+    assert "rank 1 on b: iteration 0 (no checkpoint in OUTPUT_DIR /p), weights sha256 beefbeefbeef" in msg
+    weights = [same[0], (2, loaded, "b", "beef" * 16)]
+    assert "loaded different weights" in start_mismatch(weights)
