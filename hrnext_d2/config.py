@@ -30,12 +30,19 @@ def _add_backbone_config(cfg: CN) -> None:
     # Stochastic depth: rates rise linearly from 0 to this over all blocks of all stages.
     cfg.MODEL.HRNEXT.DROP_PATH_RATE = 0.1
     # Norm for every BatchNorm of the network, through detectron2.layers.get_norm:
-    # "BN", "SyncBN", "naiveSyncBN" (works with gloo on the CPU), "FrozenBN".
+    # "BN", "SyncBN", "nnSyncBN", "naiveSyncBN" (works with gloo on the CPU), "FrozenBN", or
+    # "CPUSyncBN" (ours: synchronised over CPU processes with BatchNorm's running statistics, i.e. those
+    # of one process training the global batch). With several processes the trainer turns "BN" into
+    # "SyncBN" on CUDA and "BN"/"SyncBN"/"nnSyncBN" into "CPUSyncBN" on the CPU; with one, any sync BN
+    # into "BN".
     cfg.MODEL.HRNEXT.NORM = "BN"
     # Gradient checkpointing of every context block (the reference's with_cp): less memory, ~30% slower.
+    # The recomputation in backward leaves BatchNorm statistics alone (updated once per step, as without).
     cfg.MODEL.HRNEXT.WITH_CP = False
     # False: the last module fuses into branch 0 only (the official pose model; checkpoints load).
-    # True: every output branch is fused, so all four strides are available (e.g. for an FPN).
+    # True: the last module also fuses into the branches of OUT_FEATURES, so all four strides are
+    # available (e.g. for an FPN); fuse layers of branches not in OUT_FEATURES are not built (they
+    # would get no gradient, which DistributedDataParallel refuses).
     cfg.MODEL.HRNEXT.MULTI_SCALE_OUTPUT = False
     # Output features by stride: any of "stride4", "stride8", "stride16", "stride32"
     # (all but "stride4" need MULTI_SCALE_OUTPUT True).
@@ -176,6 +183,11 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.TEST.VISUALIZE_NUM = 0
     # Keep the best checkpoint by this metric ("" = off), e.g. "keypoints/AP".
     cfg.SOLVER.BEST_CHECKPOINT_METRIC = "keypoints/AP"
+    # DistributedDataParallel: allow parameters that get no gradient (e.g. backbone OUT_FEATURES the
+    # head does not read). Off by default: the search for them costs time every iteration, and the
+    # trainer names such outputs before training when it is off.
+    cfg.SOLVER.DDP = CN()
+    cfg.SOLVER.DDP.FIND_UNUSED_PARAMETERS = False
 
 
 def _add_weights_config(cfg: CN) -> None:

@@ -6,6 +6,8 @@ Examples:
     tools/train_net.py --num-gpus 8 --config-file configs/coco/hrnext_small_coco_256x192.yaml
     # two processes on a CPU-only machine (gloo)
     tools/train_net.py --num-gpus 2 --config-file ... MODEL.DEVICE cpu
+    # processes started by torchrun or srun join their world (see hrnext_d2/engine/launch.py)
+    torchrun --nproc_per_node 8 tools/train_net.py --config-file ...
     # evaluate official weights (converted with tools/convert_mmpose_checkpoint.py, or as released)
     tools/train_net.py --config-file configs/crowdpose/hrnext_small_crowdpose_256x192.yaml \
         --eval-only MODEL.WEIGHTS converted.pth
@@ -18,7 +20,7 @@ import os
 import torch
 
 from detectron2.config import CfgNode, get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -27,6 +29,7 @@ import hrnext_d2  # noqa: F401  (registers backbone, head, model, datasets)
 from hrnext_d2.checkpoint import build_checkpointer, check_weights_for_evaluation
 from hrnext_d2.config import add_hrnext_config
 from hrnext_d2.engine import Trainer
+from hrnext_d2.engine.launch import add_launcher_argument, launch_from_args
 from hrnext_d2.utils.visualizer import visualize_predictions
 
 
@@ -87,13 +90,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = add_launcher_argument(default_argument_parser()).parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_from_args(main, args)

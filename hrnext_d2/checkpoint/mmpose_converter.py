@@ -144,8 +144,11 @@ def infer_hrnext_architecture(backbone_sd: Mapping[str, torch.Tensor], source: s
             kernels.append(_num_kernels(backbone_sd, pre, source))
         stages.append({"num_modules": num_modules, "num_branches": num_branches, "num_blocks": blocks,
                        "num_channels": channels, "mlp_ratios": ratios, "num_kernels": kernels})
-    multi = any(k.startswith(f"stage4.{stages[3]['num_modules'] - 1}.fuse_layers.1.") for k in backbone_sd)
-    return {"stem_width": stem_width, "stages": stages, "multi_scale_output": multi}
+    # The branches the last module fuses into: branch 0 only (the pose models), or more (multi-scale).
+    last = re.compile(rf"stage4\.{stages[3]['num_modules'] - 1}\.fuse_layers\.(\d+)\.")
+    fused = sorted({int(m.group(1)) for k in backbone_sd for m in [last.match(k)] if m}) or [0]
+    return {"stem_width": stem_width, "stages": stages, "multi_scale_output": fused != [0],
+            "out_features": [f"stride{4 * 2 ** i}" for i in fused]}
 
 
 def _describe(arch: Dict) -> str:
@@ -180,7 +183,8 @@ def _hrnext_expected_shapes(arch: Dict, source: str = "checkpoint") -> "OrderedD
     try:
         with torch.device("meta"):
             model = HRNeXt(stages=arch["stages"], stem_width=arch["stem_width"],
-                           multi_scale_output=arch["multi_scale_output"], fuse_inference=False)
+                           multi_scale_output=arch["multi_scale_output"],
+                           out_features=arch.get("out_features", ["stride4"]), fuse_inference=False)
     except (ValueError, AssertionError, RuntimeError, ZeroDivisionError, IndexError) as e:
         raise MMPoseCheckpointError(
             f"{source}: the HRNeXt its keys describe ({_describe(arch)}) cannot be built: {e}") from e

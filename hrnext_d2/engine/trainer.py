@@ -4,9 +4,12 @@ What differs from ``DefaultTrainer`` and why:
 - data: instance-level training stream and per-image test loader with person boxes;
 - optimizer: AdamW with no decay on norms, biases and layer scales (Detectron2 builds SGD only);
 - schedule length in epochs (SOLVER.EPOCHS) turned into iterations from the training-set size;
-- BatchNorm becomes SyncBN with more than one process ("naiveSyncBN" on CPU: torch's SyncBatchNorm
+- BatchNorm becomes SyncBN with more than one process ("CPUSyncBN" on CPU: torch's SyncBatchNorm
   refuses CPU tensors), and DDP is built without ``device_ids`` on CPU (Detectron2 passes the local
   rank, which only works for GPUs), so ``--num-gpus N`` on a CPU-only machine trains N processes;
+- DDP options from SOLVER.DDP, checked against the model (``ddp.py``); all processes must start
+  from the same iteration and weights and end with the same model state (``consistency.py``);
+  AMP resumes checkpoints without a GradScaler state (``amp.py``);
 - resuming restores the data stream position and the random state, so a resumed run continues
   exactly as an uninterrupted one;
 - the best checkpoint by SOLVER.BEST_CHECKPOINT_METRIC is kept (not as a resume point);
@@ -27,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
 from detectron2.utils import comm
@@ -46,6 +49,9 @@ from ..evaluation.keypoint_evaluator import TopDownKeypointEvaluator
 from ..solver import build_optimizer
 from .best_checkpointer import BestCheckpointer
 from .unreadable_images_hook import UnreadableImagesHook
+from .amp import ResumableAMPTrainer
+from .consistency import ModelStateAgreementHook, check_same_start
+from .ddp import ddp_options
 
 __all__ = ["Trainer", "create_ddp_model", "norm_for_world_size", "apply_epoch_schedule"]
 
@@ -53,15 +59,16 @@ logger = logging.getLogger(__name__)
 
 
 def norm_for_world_size(cfg: CfgNode, world_size: int) -> CfgNode:
-    """MODEL.HRNEXT.NORM for this many processes: "BN" -> "SyncBN" (CUDA) / "naiveSyncBN" (CPU)
-    when there are several, and any sync BN -> "BN" in a single process."""
+    """MODEL.HRNEXT.NORM for this many processes: "BN" -> "SyncBN" (CUDA) / "CPUSyncBN" (CPU) when
+    there are several ("SyncBN" and "nnSyncBN", torch's SyncBatchNorm, -> "CPUSyncBN" on the CPU), and
+    any sync BN -> "BN" in a single process."""
     norm = cfg.MODEL.HRNEXT.NORM
     on_cuda = cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available()
     new = norm
     if world_size > 1:
-        if norm == "BN" or (norm == "SyncBN" and not on_cuda):
-            new = "SyncBN" if on_cuda else "naiveSyncBN"
-    elif norm in ("SyncBN", "naiveSyncBN", "nnSyncBN"):
+        if norm == "BN" or (norm in ("SyncBN", "nnSyncBN") and not on_cuda):
+            new = "SyncBN" if on_cuda else "CPUSyncBN"
+    elif norm in ("SyncBN", "naiveSyncBN", "nnSyncBN", "CPUSyncBN"):
         new = "BN"
     if new == norm:
         return cfg
@@ -113,7 +120,8 @@ def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
         return model
     on_cuda = next(model.parameters()).is_cuda
     if "device_ids" not in kwargs:
-        kwargs["device_ids"] = [comm.get_local_rank()] if on_cuda else None
+        # The current device (set by the launcher): the local rank, or 0 with one GPU per process.
+        kwargs["device_ids"] = [torch.cuda.current_device()] if on_cuda else None
     return DistributedDataParallel(model, **kwargs)
 
 
@@ -184,12 +192,12 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = build_topdown_train_loader(cfg, instances=instances)
 
-        model = create_ddp_model(model, broadcast_buffers=False)
+        model = create_ddp_model(model, **ddp_options(cfg, model))
         use_amp = cfg.SOLVER.AMP.ENABLED
         if use_amp and not torch.cuda.is_available():
             logger.warning("SOLVER.AMP.ENABLED needs CUDA; training in float32 on this machine")
             use_amp = False
-        self._trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, data_loader, optimizer)
+        self._trainer = (ResumableAMPTrainer if use_amp else SimpleTrainer)(model, data_loader, optimizer)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # Also reads official mmpose HRNeXt checkpoints given as MODEL.WEIGHTS (converted on the fly).
@@ -213,6 +221,7 @@ class Trainer(DefaultTrainer):
         (rebuilt with the checkpoint's data seed when this run drew another one)."""
         self._checkpoint_data_seed = None
         super().resume_or_load(resume=resume)
+        check_same_start(self.model, self.start_iter, self.checkpointer, self.cfg.MODEL.WEIGHTS, resume)
         saved_seed = self._checkpoint_data_seed
         if resume and saved_seed is not None and saved_seed != self.cfg.SEED:
             logger.info(f"Resuming with the checkpoint's data seed {saved_seed} (SEED was {self.cfg.SEED})")
@@ -262,6 +271,8 @@ class Trainer(DefaultTrainer):
             ret.insert(idx + 1, best)
         if self.cfg.DATALOADER.SKIP_UNREADABLE_IMAGES:
             ret.append(UnreadableImagesHook(period=20))
+        if comm.get_world_size() > 1:
+            ret.append(ModelStateAgreementHook())
         return ret
 
     # ---- builders -------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_epochs_to_iterations_and_reference_world_size():
 def test_norm_for_world_size():
     cfg = tiny_cfg()
     assert norm_for_world_size(cfg, 1).MODEL.HRNEXT.NORM == "BN"
-    assert norm_for_world_size(cfg, 2).MODEL.HRNEXT.NORM == "naiveSyncBN"  # CPU: gloo all-reduce
+    assert norm_for_world_size(cfg, 2).MODEL.HRNEXT.NORM == "CPUSyncBN"  # CPU: gloo all-reduce
     cfg.MODEL.HRNEXT.NORM = "SyncBN"
     assert norm_for_world_size(cfg, 1).MODEL.HRNEXT.NORM == "BN"
     cfg.MODEL.HRNEXT.NORM = "FrozenBN"

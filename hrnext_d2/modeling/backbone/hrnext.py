@@ -12,9 +12,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, get_norm
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
@@ -27,8 +26,10 @@ from ..layers import (
     conv2d_gelu,
     cpu_kernels_usable,
     depthwise_conv2d,
+    checkpoint_keeping_norm_statistics,
     dilated_depthwise_conv2d,
     fold_conv_norm,
+    get_norm,
     is_foldable_norm,
     norm_scale_shift,
     set_formulation,
@@ -134,7 +135,7 @@ class HighResolutionContextBlock(FormulationMixin, FusedInferenceMixin, nn.Modul
         if self.fused_active():
             return self._forward_fused(x)
         if self.with_cp and self.training and torch.is_grad_enabled():
-            return cp.checkpoint(self._forward, x, use_reentrant=False)
+            return checkpoint_keeping_norm_statistics(self, self._forward, x)
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,7 +258,9 @@ class HighResolutionContextModule(nn.Module):
 
     def __init__(self, channels: Sequence[int], num_blocks: Sequence[int], mlp_ratios: Sequence[float],
                  num_kernels: Sequence[int], drop_paths: Sequence[float], multiscale_output: bool,
-                 norm: str, with_cp: bool):
+                 norm: str, with_cp: bool, fused_outputs: Optional[Sequence[int]] = None):
+        """`fused_outputs`: the branches to fuse into (default: all with `multiscale_output`, else 0);
+        the fuse layers of the others are not built (their slots are None, keys keep their index)."""
         super().__init__()
         n = len(channels)
         branches = []
@@ -277,8 +280,12 @@ class HighResolutionContextModule(nn.Module):
         if n == 1:
             self.fuse_layers = None
             return
-        fuse_layers = []
-        for i in range(n if multiscale_output else 1):
+        outputs = set(range(n) if multiscale_output else [0]) if fused_outputs is None else set(fused_outputs)
+        fuse_layers: List[Optional[nn.Module]] = []
+        for i in range(max(outputs) + 1):
+            if i not in outputs:
+                fuse_layers.append(None)
+                continue
             layer: List[Optional[nn.Module]] = []
             for j in range(n):
                 if j > i:
@@ -301,6 +308,9 @@ class HighResolutionContextModule(nn.Module):
             return xs
         out = []
         for i, layers in enumerate(self.fuse_layers):
+            if layers is None:  # a branch no output reads (see `fused_outputs`)
+                out.append(None)
+                continue
             y = xs[0] if i == 0 else layers[0](xs[0])
             for j in range(1, self.num_branches):
                 if j == i:
@@ -320,8 +330,8 @@ class HRNeXt(FormulationMixin, FusedInferenceMixin, Backbone):
     """HRNeXt backbone: stem (stride 4), stage 1 (`layer1`), stages 2-4 of multi-branch modules.
 
     Outputs features named "stride4", "stride8", "stride16", "stride32" (branch i has stride 4*2^i);
-    all but "stride4" need `multi_scale_output=True` (then the last module fuses into every branch,
-    which adds parameters that official pose checkpoints do not have).
+    all but "stride4" need `multi_scale_output=True` (then the last module also fuses into the branches
+    of `out_features`, which adds parameters that official pose checkpoints do not have).
     """
 
     @configurable
@@ -377,6 +387,9 @@ class HRNeXt(FormulationMixin, FusedInferenceMixin, Backbone):
         blocks.append(ChannelsLastLayerNorm(c))
         self.layer1 = nn.Sequential(*blocks)
 
+        # The last module fuses only into the branches of OUT_FEATURES: a fuse layer no output reads
+        # would get no gradient, which DistributedDataParallel refuses.
+        last_fused = [i for i in range(stages[3]["num_branches"]) if f"stride{4 * 2 ** i}" in out_features] or [0]
         pre = [c]
         start = depths[0]
         for k in (2, 3, 4):
@@ -390,7 +403,8 @@ class HRNeXt(FormulationMixin, FusedInferenceMixin, Backbone):
                 last = k == 4 and m == st["num_modules"] - 1
                 modules.append(HighResolutionContextModule(
                     cur, st["num_blocks"], st["mlp_ratios"], st["num_kernels"], rates,
-                    multiscale_output=multi_scale_output or not last, norm=norm, with_cp=with_cp))
+                    multiscale_output=multi_scale_output or not last, norm=norm, with_cp=with_cp,
+                    fused_outputs=last_fused if last and multi_scale_output else None))
             self.add_module(f"stage{k}", nn.Sequential(*modules))
             start += depths[k - 1]
             pre = cur

@@ -15,13 +15,13 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import get_norm
 from detectron2.utils import comm
 from torch import nn
 
 from .depthwise_nhwc import depthwise_conv2d
 from .formulation import FormulationMixin
 from .norm import norm_scale_shift
+from .sync_batch_norm import get_norm
 
 
 class KernelAttention(nn.Module):

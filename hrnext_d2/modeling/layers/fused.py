@@ -6,7 +6,11 @@ the first eval forward and reuses them while none of its parameters or buffers c
 holds every source tensor's storage pointer, in-place version counter and dtype, so optimizer steps,
 `load_state_dict`, `.to()` / `.double()` all invalidate it; `train()` and state-dict loading also drop
 it explicitly. The folded form is never used in training mode or when gradients are needed.
+The folds are computed with autocast disabled, in the parameters' dtype, whether or not the first eval
+forward runs under autocast: one cache serves float32 and autocast inference alike (autocast casts
+the folded weights where it casts weights).
 """
+import contextlib
 from typing import Any, Iterable, Sequence, Tuple
 
 import torch
@@ -44,11 +48,17 @@ class FusedInferenceMixin:
                         return False
         return True
 
+    def _autocast_off(self) -> contextlib.AbstractContextManager:
+        device_type = next(iter(self._fold_sources())).device.type
+        if not torch.amp.is_autocast_available(device_type):
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, enabled=False)
+
     def fused_params(self) -> Any:
         key = self._fused_key()
         cache = self.__dict__.get("_fused_cache")
         if cache is None or cache[0] != key:
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast_off():
                 value = self._compute_fused()
             self.__dict__["_fused_cache"] = (key, value)
             return value
