@@ -139,10 +139,22 @@ class HighResolutionContextBlock(FormulationMixin, FusedInferenceMixin, nn.Modul
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.layer_scale_1.view(-1, 1, 1) * self.dlp(x))
-        x = x + self.drop_path(self.layer_scale_2.view(-1, 1, 1) * self.mlp1(self.norm1(x)))
-        x = x + self.drop_path(self.layer_scale_3.view(-1, 1, 1) * self.mlp2(self.norm2(x)))
+        x = self._residual(x, self.dlp(x), self.layer_scale_1)
+        x = self._residual(x, self.mlp1(self.norm1(x)), self.layer_scale_2)
+        x = self._residual(x, self.mlp2(self.norm2(x)), self.layer_scale_3)
         return x
+
+    def _residual(self, x: torch.Tensor, y: torch.Tensor, layer_scale: torch.Tensor) -> torch.Tensor:
+        """x + DropPath(layer_scale * y). Fast form: one addcmul with the (B, C) product of the
+        layer scale and the drop-path factor (the same random draw), not three passes over y."""
+        if not self.fast_ops:
+            return x + self.drop_path(layer_scale.view(-1, 1, 1) * y)
+        scale = layer_scale.view(1, -1, 1, 1)
+        if isinstance(self.drop_path, DropPath):
+            keep = self.drop_path.sample_keep_factor(x)
+            if keep is not None:
+                scale = scale * keep
+        return torch.addcmul(x, y, scale)
 
     def _compute_fused(self) -> Dict[str, object]:
         f: Dict[str, object] = {"dlp": self.dlp.dw3x3.fold(self.dlp.norm)}

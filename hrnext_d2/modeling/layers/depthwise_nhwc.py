@@ -1,4 +1,5 @@
-"""Depthwise convolution on channels-last CPU tensors with shared or per-sample kernels.
+"""Depthwise convolution on channels-last CPU tensors with shared or per-sample kernels, and the
+loader of the compiled CPU kernels (csrc/: depthwise conv, fused GELU, NHWC BatchNorm backward).
 
 Why: on the CPU, oneDNN runs HRNeXt's dynamic (per-sample) depthwise convs only as one grouped conv
 with the batch folded into B*C groups, has no fast path for the dilated 7x7 depthwise conv, and its
@@ -97,7 +98,8 @@ def _load() -> Optional[ctypes.CDLL]:
         p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
         lib.hrnext_dw_forward.argtypes = [p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.hrnext_dw_backward_weight.argtypes = [p, p, p, i64p, ctypes.c_int64]
-        for fn in (lib.hrnext_dw_forward, lib.hrnext_dw_backward_weight):
+        lib.hrnext_bn_backward_nhwc.argtypes = [p, p, p, p, p, p, p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+        for fn in (lib.hrnext_dw_forward, lib.hrnext_dw_backward_weight, lib.hrnext_bn_backward_nhwc):
             fn.restype = None
         _lib = lib
         return _lib

@@ -19,6 +19,8 @@ from detectron2.utils import comm
 from fvcore.nn.distributed import differentiable_all_reduce
 from torch import nn
 
+from .batch_norm_nhwc import BatchNorm2dNHWC
+
 __all__ = ["CPUSyncBatchNorm", "get_norm"]
 
 
@@ -64,7 +66,10 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
 
 
 def get_norm(norm: Union[str, Callable, None], out_channels: int):
-    """Detectron2's ``get_norm``, plus "CPUSyncBN" (``CPUSyncBatchNorm``)."""
+    """Detectron2's ``get_norm``, plus "CPUSyncBN" (``CPUSyncBatchNorm``); "BN" is
+    ``BatchNorm2dNHWC`` (nn.BatchNorm2d with a fast backward on channels-last CPU tensors)."""
     if norm == "CPUSyncBN":
         return CPUSyncBatchNorm(out_channels)
+    if norm == "BN":
+        return BatchNorm2dNHWC(out_channels)
     return d2_get_norm(norm, out_channels)

@@ -192,3 +192,52 @@ void hrnext_dw_backward_weight(const float *gy, const float *x, float *gw, const
         }
     }
 }
+
+/*
+ * Training-mode BatchNorm backward on NHWC tensors: given gy, x and the batch statistics (mean,
+ * invstd per channel), the per-channel sums sum(gy) and sum(gy * xhat) are gathered in double
+ * precision (one pass over rows split among threads, then reduced), then
+ * gx = (gy - sum(gy) / N - xhat * sum(gy xhat) / N) * invstd * weight (a second pass).
+ * sums: (2, C) double output (sum gy, sum gy*xhat) = the bias and weight gradients.
+ */
+void hrnext_bn_backward_nhwc(const float *gy, const float *x, const float *mean, const float *invstd,
+                             const float *weight, float *gx, double *sums, i64 rows, i64 C, i64 parts) {
+    double *part = sums + 2 * C; /* scratch: parts x 2 x C, after the result */
+    #pragma omp parallel for schedule(static)
+    for (i64 p = 0; p < parts; ++p) {
+        double *sg = part + p * 2 * C, *sgx = sg + C;
+        for (i64 c = 0; c < C; ++c) { sg[c] = 0.0; sgx[c] = 0.0; }
+        const i64 r0 = p * rows / parts, r1 = (p + 1) * rows / parts;
+        for (i64 r = r0; r < r1; ++r) {
+            const float *g = gy + r * C, *xv = x + r * C;
+            for (i64 c = 0; c < C; ++c) {
+                const float xh = (xv[c] - mean[c]) * invstd[c];
+                sg[c] += g[c];
+                sgx[c] += (double)(g[c] * xh);
+            }
+        }
+    }
+    for (i64 c = 0; c < 2 * C; ++c) sums[c] = 0.0;
+    for (i64 p = 0; p < parts; ++p)
+        for (i64 c = 0; c < 2 * C; ++c) sums[c] += part[p * 2 * C + c];
+    if (!gx) return;
+    float *a = (float *)(part + parts * 2 * C); /* C floats: invstd * weight */
+    float *m1 = a + C, *m2 = m1 + C;            /* mean(gy), mean(gy xhat) */
+    for (i64 c = 0; c < C; ++c) {
+        a[c] = invstd[c] * (weight ? weight[c] : 1.f);
+        m1[c] = (float)(sums[c] / (double)rows);
+        m2[c] = (float)(sums[C + c] / (double)rows);
+    }
+    #pragma omp parallel for schedule(static)
+    for (i64 p = 0; p < parts; ++p) {
+        const i64 r0 = p * rows / parts, r1 = (p + 1) * rows / parts;
+        for (i64 r = r0; r < r1; ++r) {
+            const float *g = gy + r * C, *xv = x + r * C;
+            float *o = gx + r * C;
+            for (i64 c = 0; c < C; ++c) {
+                const float xh = (xv[c] - mean[c]) * invstd[c];
+                o[c] = (g[c] - m1[c] - xh * m2[c]) * a[c];
+            }
+        }
+    }
+}
