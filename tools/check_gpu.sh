@@ -9,8 +9,8 @@
 #    resuming a float32 checkpoint, SyncBN over 2 GPUs with one GPU's statistics (2+ GPUs);
 # 2. 20 training iterations of the quickstart config with --num-gpus = the GPU count (and with
 #    torchrun when there are 2+ GPUs), then --eval-only on the weights they saved;
-# 3. tools/benchmark.py --device cuda: HRNeXt-S and -B, float32 and bf16, against timm's hrnet_w32
-#    (skipped with a message while tools/benchmark.py lacks those options).
+# 3. tools/benchmark.py --device cuda: HRNeXt-S and -B, float32 and bf16, against the reference
+#    formulation and timm's hrnet_w32 (NCHW and channels-last), figures also written as json.
 #
 # What must be installed. A machine without a package registry needs wheels for ITS Python (e.g.
 # cp312, manylinux x86_64) carried in, then `pip install --no-index --find-links WHEELS_DIR <names>`:
@@ -98,18 +98,15 @@ if [ "$NGPU" -ge 2 ]; then
 fi
 
 step "3. benchmark: HRNeXt-S/B, float32 and bf16, against timm hrnet_w32"
-HELP=$("$PY" tools/benchmark.py --help 2>&1 || true)
-if grep -q -- "--device" <<<"$HELP" && grep -q -- "--amp" <<<"$HELP" && grep -q -- "--timm" <<<"$HELP"; then
-    for size in small base; do
-        for amp in none bf16; do
-            run "benchmark_${size}_${amp}" "$PY" tools/benchmark.py --device cuda --amp "$amp" --timm hrnet_w32 \
-                --config-file "configs/coco/hrnext_${size}_coco_256x192.yaml" --batch 32
-            grep -h "img/s" "$OUT/benchmark_${size}_${amp}.log" | tail -n 3
-        done
+for size in small base; do
+    for amp in none bf16; do
+        amp_opt=(); [ "$amp" != none ] && amp_opt=(--amp "$amp")
+        run "benchmark_${size}_${amp}" "$PY" tools/benchmark.py --device cuda "${amp_opt[@]}" \
+            --config-file "configs/coco/hrnext_${size}_coco_256x192.yaml" --batch 32 \
+            --json "$OUT/benchmark_${size}_${amp}.json"
+        grep -h "img/s\|x$" "$OUT/benchmark_${size}_${amp}.log" | tail -n 12
     done
-else
-    echo "skipped: tools/benchmark.py has no --device / --amp / --timm options in this version"
-fi
+done
 
 echo
 if [ ${#FAILED[@]} -eq 0 ]; then
