@@ -56,6 +56,12 @@ def test_forward_and_gradients_match_pytorch(B, C, H, W, k, dil, per_sample, bia
     with torch.no_grad():
         fused = depthwise_conv2d(x, w, b, 1, pad, dil, gelu=True)
         torch.testing.assert_close(fused, F.gelu(y), atol=2e-6, rtol=1e-5)
+        # a per-sample input offset read by the kernel = the conv of the offset input (zero padding)
+        offset = torch.randn(B, C, generator=g, dtype=torch.float64)
+        expected = _reference(x64.detach() + offset.view(B, C, 1, 1), w64.detach(), None if b64 is None else b64.detach(),
+                              pad, dil, per_sample)
+        got = depthwise_conv2d(x, w, b, 1, pad, dil, input_bias=offset.float())
+        assert ((got.double() - expected).abs().max() / expected.abs().max()) < 2e-6
 
 
 def test_pytorch_path_when_not_usable(monkeypatch):

@@ -96,7 +96,7 @@ def _load() -> Optional[ctypes.CDLL]:
             logger.warning(f"HRNeXt CPU depthwise kernels unavailable ({detail.strip()[:300]}); using PyTorch's path")
             return None
         p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
-        lib.hrnext_dw_forward.argtypes = [p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.hrnext_dw_forward.argtypes = [p, p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.hrnext_dw_backward_weight.argtypes = [p, p, p, i64p, ctypes.c_int64]
         lib.hrnext_bn_backward_nhwc.argtypes = [p, p, p, p, p, p, p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
         for fn in (lib.hrnext_dw_forward, lib.hrnext_dw_backward_weight, lib.hrnext_bn_backward_nhwc):
@@ -123,7 +123,7 @@ class _DepthwiseNHWC(torch.autograd.Function):
     sample; bias: None, (C,) or (B, C)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, per_sample, padding, dilation, gelu=False):
+    def forward(ctx, x, weight, bias, per_sample, padding, dilation, gelu=False, input_bias=None):
         lib = _load()
         B, C, H, W = x.shape
         kh, kw = weight.shape[-2:]
@@ -133,7 +133,8 @@ class _DepthwiseNHWC(torch.autograd.Function):
         w_taps = _taps_last(weight, B, C, per_sample)
         b = None if bias is None else bias.contiguous()
         y = torch.empty((B, C, Ho, Wo), dtype=x.dtype, memory_format=torch.channels_last)
-        lib.hrnext_dw_forward(xc.data_ptr(), w_taps.data_ptr(), _ptr(b), y.data_ptr(),
+        ib = None if input_bias is None else input_bias.contiguous()
+        lib.hrnext_dw_forward(xc.data_ptr(), w_taps.data_ptr(), _ptr(b), _ptr(ib), y.data_ptr(),
                               _shape(B, H, W, C, kh, kw, ph, pw, dh, dw, Ho, Wo),
                               int(per_sample), int(b is not None and b.dim() == 2), int(gelu))
         ctx.save_for_backward(xc, w_taps)
@@ -154,7 +155,7 @@ class _DepthwiseNHWC(torch.autograd.Function):
             flipped = w_taps.flip(-2).contiguous()
             qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
             gx = torch.empty((B, C, H, W), dtype=gy.dtype, memory_format=torch.channels_last)
-            lib.hrnext_dw_forward(gy.data_ptr(), flipped.data_ptr(), None, gx.data_ptr(),
+            lib.hrnext_dw_forward(gy.data_ptr(), flipped.data_ptr(), None, None, gx.data_ptr(),
                                   _shape(B, Ho, Wo, C, kh, kw, qh, qw, dh, dw, H, W), int(per_sample), 0, 0)
         if ctx.needs_input_grad[1]:
             chunks = max(1, min(Ho, (torch.get_num_threads() + B - 1) // B))
@@ -164,7 +165,7 @@ class _DepthwiseNHWC(torch.autograd.Function):
             gw = g.transpose(1, 2).reshape(w_shape) if per_sample else g.sum(0).t().reshape(w_shape)
         if has_bias and ctx.needs_input_grad[2]:
             gb = gy.sum((2, 3)) if bias_per_sample else gy.sum((0, 2, 3))
-        return gx, gw, gb, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None
 
 
 def _taps_last(weight: torch.Tensor, B: int, C: int, per_sample: bool) -> torch.Tensor:
@@ -205,12 +206,15 @@ def depthwise_conv2d(
     padding: IntPair = 0,
     dilation: IntPair = 1,
     gelu: bool = False,
+    input_bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Depthwise conv of x (B, C, H, W). weight (C, 1, kh, kw) is shared by the batch, weight
     (B, C, kh, kw) gives each sample its own kernel; bias (C,) or (B, C). Equal to
     ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)`` (per sample: of each sample
     with its kernel), followed by the exact GELU when `gelu` (fused into the kernel when no gradient
-    is needed). On float32 CPU tensors the result is channels-last."""
+    is needed). `input_bias` (B, C), inference only: the conv of ``x + input_bias`` (zero padding of
+    the sum), read by the kernel without being added to x in memory. On float32 CPU tensors the result
+    is channels-last."""
     B, C = x.shape[:2]
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     # (C, 1, kh, kw) is shared; (B, C, kh, kw) per sample (ambiguous only when B == C == 1: equal then)
@@ -218,11 +222,13 @@ def depthwise_conv2d(
     expected = (B, C) if per_sample else (C, 1)
     if weight.dim() != 4 or tuple(weight.shape[:2]) != expected:
         raise ValueError(f"depthwise_conv2d: weight {tuple(weight.shape)} is neither ({C}, 1, kh, kw) nor ({B}, {C}, kh, kw)")
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, input_bias))
+    if input_bias is not None and (grad or stride != (1, 1) or not _use_kernels(x, weight)):
+        x, input_bias = x + input_bias.view(B, C, 1, 1), None
     if stride == (1, 1) and _use_kernels(x, weight):
-        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-        if gelu and not grad:
-            return _DepthwiseNHWC.apply(x, weight, bias, per_sample, padding, dilation, True)
-        y = _DepthwiseNHWC.apply(x, weight, bias, per_sample, padding, dilation, False)
+        if not grad:
+            return _DepthwiseNHWC.apply(x, weight, bias, per_sample, padding, dilation, gelu, input_bias)
+        y = _DepthwiseNHWC.apply(x, weight, bias, per_sample, padding, dilation, False, None)
     elif not per_sample:
         y = F.conv2d(x, weight, bias, stride, padding, dilation, C)
     else:

@@ -62,8 +62,10 @@ class KernelAttention(nn.Module):
                 "b2": self.conv2.bias}
 
     @staticmethod
-    def apply_folded(x: torch.Tensor, f: Dict[str, torch.Tensor]) -> torch.Tensor:
-        pooled = x.mean((2, 3))
+    def apply_folded(x: torch.Tensor, f: Dict[str, torch.Tensor], pooled: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Folded attention of x; `pooled`: x's spatial mean (B, C) when the caller has it already."""
+        if pooled is None:
+            pooled = spatial_mean(x)
         h = F.gelu(torch.addmm(f["b1"], pooled, f["w1"].t()))
         return torch.sigmoid(torch.addmm(f["b2"], h, f["w2"].t()))
 
@@ -99,21 +101,25 @@ class KernelAggregation(FormulationMixin, nn.Module):
         return self.groups == self.in_channels == self.out_channels
 
     def convolve(self, x: torch.Tensor, attention: torch.Tensor, bank: torch.Tensor,
-                 bias: Optional[torch.Tensor], fast: bool, gelu: bool = False) -> torch.Tensor:
+                 bias: Optional[torch.Tensor], fast: bool, gelu: bool = False,
+                 input_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Convolve sample b of `x` with sum_k attention[b, k] * bank[k] (+ bias: (out,) or (B, out)).
 
         fast: a 1x1 conv is a batched matmul (in the memory format of `x`); a depthwise conv runs
         the per-sample kernels directly (`depthwise_conv2d`). Otherwise (the reference) one grouped
         convolution with the batch folded into the groups. `gelu`: the exact GELU of the result
-        (fused into the depthwise kernel at inference).
+        (fused into the depthwise kernel at inference). `input_bias` (B, C): convolve x + input_bias.
         """
+        if input_bias is not None and not (fast and self.is_depthwise):
+            x = x + input_bias.view(x.shape[0], -1, 1, 1)
         if fast and self.is_depthwise:
             B = x.shape[0]
             kernels = torch.mm(attention, bank.reshape(self.num_kernels, -1))
             kernels = kernels.view(B, self.out_channels, self.kernel_size, self.kernel_size)
             if bias is not None:
                 bias = bias.expand(B, self.out_channels)
-            return depthwise_conv2d(x, kernels, bias, self.stride, self.padding, self.dilation, gelu=gelu)
+            return depthwise_conv2d(x, kernels, bias, self.stride, self.padding, self.dilation, gelu=gelu,
+                                    input_bias=input_bias)
         y = self._convolve(x, attention, bank, bias, fast)
         return F.gelu(y) if gelu else y
 
@@ -216,17 +222,49 @@ class DConv(nn.Module):
         return {"weight": w * s.view(-1, 1, 1, 1), "bias": b}
 
     def apply_folded(self, x: torch.Tensor, f: Dict[str, torch.Tensor], fast: bool = True,
-                     gelu: bool = False) -> torch.Tensor:
-        """The folded conv (+ GELU when `gelu`)."""
+                     gelu: bool = False, pooled: Optional[torch.Tensor] = None,
+                     input_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The folded conv of x + input_bias (+ GELU when `gelu`); `pooled`: the spatial mean of
+        x + input_bias when the caller has it (the attention's pooling is then skipped)."""
         if self.is_dynamic:
             agg = self.conv.aggregation
-            att = KernelAttention.apply_folded(x, f["attention"])
+            att = KernelAttention.apply_folded(x, f["attention"], pooled)
             bias = f["bias"]
             if "bias_bank" in f:
                 bias = torch.addmm(bias, att, f["bias_bank"])
-            return agg.convolve(x, att, f["bank"], bias, fast, gelu=gelu)
+            return agg.convolve(x, att, f["bank"], bias, fast, gelu=gelu, input_bias=input_bias)
         c = self.conv
-        if fast and gelu and c.groups == x.shape[1] and c.groups == c.out_channels:
-            return depthwise_conv2d(x, f["weight"], f["bias"], c.stride, c.padding, c.dilation, gelu=True)
+        if fast and c.groups == x.shape[1] and c.groups == c.out_channels and c.stride == (1, 1):
+            return depthwise_conv2d(x, f["weight"], f["bias"], 1, c.padding, c.dilation, gelu=gelu,
+                                    input_bias=input_bias)
+        if input_bias is not None:
+            x = x + input_bias.view(x.shape[0], -1, 1, 1)
         y = F.conv2d(x, f["weight"], f["bias"], c.stride, c.padding, c.dilation, c.groups)
         return F.gelu(y) if gelu else y
+
+    def apply_folded_unbiased(self, x: torch.Tensor, f: Dict[str, torch.Tensor]
+                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A folded dynamic 1x1 conv in three parts: the output without its bias (one matmul, no
+        pass to add the bias), the per-sample bias (B, out), and the spatial mean of the full output
+        (B, out) = kernel @ mean(x) + bias (linearity), so a following conv can take the bias as its
+        `input_bias` and its attention the mean as `pooled`."""
+        agg = self.conv.aggregation
+        if not (self.is_dynamic and agg.is_pointwise):
+            raise ValueError("apply_folded_unbiased is for dynamic 1x1 convs")
+        B = x.shape[0]
+        pooled_x = spatial_mean(x)
+        att = KernelAttention.apply_folded(x, f["attention"], pooled_x)
+        bias = f["bias"].expand(B, agg.out_channels)
+        if "bias_bank" in f:
+            bias = torch.addmm(f["bias"], att, f["bias_bank"])
+        kernels = torch.mm(att, f["bank"].reshape(agg.num_kernels, -1)).view(B, agg.out_channels, agg.in_channels)
+        y = agg._convolve(x, att, f["bank"], None, True)
+        pooled = torch.baddbmm(bias.unsqueeze(2), kernels, pooled_x.unsqueeze(2)).squeeze(2)
+        return y, bias, pooled
+
+
+def spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over H, W of (B, C, H, W) -> (B, C); reads a channels-last tensor row by row."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]).mean(1)
+    return x.mean((2, 3))

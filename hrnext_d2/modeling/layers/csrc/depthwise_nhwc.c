@@ -40,9 +40,10 @@ static inline void fill_shape(struct dw_shape *s, const i64 *a) {
 
 /* One output row (b, oh) for channels [c0, c0 + VL): C % VL == 0. */
 static void row_vec(const struct dw_shape *s, const float *xb, const float *wb, const float *bb,
-                    float *yrow, i64 oh, i64 c0) {
+                    const float *ib, float *yrow, i64 oh, i64 c0) {
     const i64 C = s->C;
     const v16 bias = bb ? ld(bb + c0) : (v16){0};
+    const v16 inb = ib ? ld(ib + c0) : (v16){0}; /* added to every input value the window reads */
     /* output columns whose taps all lie inside the input: [lo, hi) */
     i64 lo = (s->pw + 0) > 0 ? s->pw : 0;
     i64 hi = s->W + s->pw - (s->kw - 1) * s->dw;
@@ -61,7 +62,11 @@ static void row_vec(const struct dw_shape *s, const float *xb, const float *wb, 
                 for (i64 j = 0; j < s->kw; ++j) {
                     const v16 wv = ld(wr + j * C);
                     const float *xv = xr + j * s->dw * C;
-                    for (int p = 0; p < PB; ++p) acc[p] += wv * ld(xv + p * C);
+                    if (ib) {
+                        for (int p = 0; p < PB; ++p) acc[p] += wv * (ld(xv + p * C) + inb);
+                    } else {
+                        for (int p = 0; p < PB; ++p) acc[p] += wv * ld(xv + p * C);
+                    }
                 }
             }
             for (int p = 0; p < PB; ++p) st(yrow + (ow + p) * C + c0, acc[p]);
@@ -74,7 +79,7 @@ static void row_vec(const struct dw_shape *s, const float *xb, const float *wb, 
                 for (i64 j = 0; j < s->kw; ++j) {
                     const i64 iw = ow - s->pw + j * s->dw;
                     if (iw < 0 || iw >= s->W) continue;
-                    acc += ld(wb + (i * s->kw + j) * C + c0) * ld(xb + (ih * s->W + iw) * C + c0);
+                    acc += ld(wb + (i * s->kw + j) * C + c0) * (ld(xb + (ih * s->W + iw) * C + c0) + inb);
                 }
             }
             st(yrow + ow * C + c0, acc);
@@ -85,7 +90,7 @@ static void row_vec(const struct dw_shape *s, const float *xb, const float *wb, 
 
 /* One output row, any C (scalar over channels): the rare widths that are not a multiple of VL. */
 static void row_scalar(const struct dw_shape *s, const float *xb, const float *wb, const float *bb,
-                       float *yrow, i64 oh) {
+                       const float *ib, float *yrow, i64 oh) {
     const i64 C = s->C;
     for (i64 ow = 0; ow < s->Wo; ++ow) {
         float *acc = yrow + ow * C;
@@ -98,15 +103,17 @@ static void row_scalar(const struct dw_shape *s, const float *xb, const float *w
                 if (iw < 0 || iw >= s->W) continue;
                 const float *xv = xb + (ih * s->W + iw) * C;
                 const float *wv = wb + (i * s->kw + j) * C;
-                for (i64 c = 0; c < C; ++c) acc[c] += wv[c] * xv[c];
+                for (i64 c = 0; c < C; ++c) acc[c] += wv[c] * (ib ? xv[c] + ib[c] : xv[c]);
             }
         }
     }
 }
 
-/* y = conv(x, w) + bias (stride 1), then GELU when `gelu` is set. */
-void hrnext_dw_forward(const float *x, const float *w, const float *bias, float *y, const i64 *shape,
-                       int w_per_sample, int bias_per_sample, int gelu) {
+/* y = conv(x + in_bias, w) + bias (stride 1; zero padding applies to x + in_bias), then GELU when
+ * `gelu` is set. in_bias: NULL or (B, C), a per-sample channel offset of the input (the bias of the
+ * 1x1 conv that produced x, so that conv's output need not be written with it). */
+void hrnext_dw_forward(const float *x, const float *w, const float *bias, const float *in_bias, float *y,
+                       const i64 *shape, int w_per_sample, int bias_per_sample, int gelu) {
     struct dw_shape s;
     fill_shape(&s, shape);
     const i64 C = s.C, taps = s.kh * s.kw;
@@ -115,12 +122,13 @@ void hrnext_dw_forward(const float *x, const float *w, const float *bias, float 
         const i64 b = r / s.Ho, oh = r % s.Ho;
         const float *wb = w + (w_per_sample ? b * taps * C : 0);
         const float *bb = bias ? bias + (bias_per_sample ? b * C : 0) : NULL;
+        const float *ib = in_bias ? in_bias + b * C : NULL;
         const float *xb = x + b * s.H * s.W * C;
         float *yrow = y + (b * s.Ho + oh) * s.Wo * C;
         if (C % VL == 0) {
-            for (i64 c0 = 0; c0 < C; c0 += VL) row_vec(&s, xb, wb, bb, yrow, oh, c0);
+            for (i64 c0 = 0; c0 < C; c0 += VL) row_vec(&s, xb, wb, bb, ib, yrow, oh, c0);
         } else {
-            row_scalar(&s, xb, wb, bb, yrow, oh);
+            row_scalar(&s, xb, wb, bb, ib, yrow, oh);
         }
         if (gelu) hrnext_gelu_inplace(yrow, s.Wo * C); /* the row is still in cache */
     }
