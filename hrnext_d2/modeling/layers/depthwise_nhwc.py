@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = (_CSRC / "depthwise_nhwc.c", _CSRC / "gelu_fast_math.c")
-_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=c99"]
+_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=c99", "-ffp-contract=fast"]
 _lock = threading.Lock()
 _lib: Optional[ctypes.CDLL] = None
 _tried = False
