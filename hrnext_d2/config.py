@@ -120,7 +120,8 @@ def _add_roi_keypoint_head_config(cfg: CN) -> None:
     h = cfg.MODEL.ROI_KEYPOINT_HEAD.HRNEXT = CN()
     # (height, width) of the ROI features when the head pools them itself, which it does when
     # MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE is "" (with a pooler type set, Detectron2 pools square
-    # POOLER_RESOLUTION features of the raw boxes and these three keys are not used).
+    # POOLER_RESOLUTION features of the raw boxes, and POOLER_RESOLUTION, POOLER_TYPE and BOX_PADDING
+    # below are not used).
     # [16, 12] is the top-down 256x192 aspect; heatmaps are 4x this size (64x48) with UP_SCALE 2.
     h.POOLER_RESOLUTION = [16, 12]
     # Pooler of the head: "ROIAlignV2", "ROIAlign" or "ROIPool" (Detectron2's ROIPooler types).
