@@ -41,11 +41,14 @@ def _add_backbone_config(cfg: CN) -> None:
     cfg.MODEL.HRNEXT.WITH_CP = False
     # False: the last module fuses into branch 0 only (the official pose model; checkpoints load).
     # True: the last module also fuses into the branches of OUT_FEATURES, so all four strides are
-    # available (e.g. for an FPN); fuse layers of branches not in OUT_FEATURES are not built (they
-    # would get no gradient, which DistributedDataParallel refuses).
+    # available; fuse layers of branches not in OUT_FEATURES are not built (they would get no
+    # gradient, which DistributedDataParallel refuses). The FPN backbones (build_hrnext_fpn_backbone,
+    # build_retinanet_hrnext_fpn_backbone) take it as True whenever MODEL.FPN.IN_FEATURES reads a
+    # branch other than stride 4.
     cfg.MODEL.HRNEXT.MULTI_SCALE_OUTPUT = False
-    # Output features by stride: any of "stride4", "stride8", "stride16", "stride32"
-    # (all but "stride4" need MULTI_SCALE_OUTPUT True).
+    # Output features of build_hrnext_backbone by stride: any of "stride4", "stride8", "stride16",
+    # "stride32" (all but "stride4" need MULTI_SCALE_OUTPUT True). The FPN backbones read
+    # MODEL.FPN.IN_FEATURES instead, where "res2".."res5" also name these four branches.
     cfg.MODEL.HRNEXT.OUT_FEATURES = ["stride4"]
     # Fast formulations that keep the training form's state dict: the dilated 7x7 depthwise conv as
     # space-to-batch, dynamic 1x1 convs as batched matmuls. False = the reference formulation.
@@ -119,6 +122,42 @@ def _add_topdown_config(cfg: CN) -> None:
     cfg.MODEL.TOPDOWN.RETURN_HEATMAPS = False
 
 
+def _add_roi_keypoint_head_config(cfg: CN) -> None:
+    """MODEL.ROI_KEYPOINT_HEAD.HRNEXT: HRNeXtKeypointHead, the Keypoint R-CNN head of HRNeXt blocks
+    (MODEL.ROI_KEYPOINT_HEAD.NAME "HRNeXtKeypointHead"; NUM_KEYPOINTS, LOSS_WEIGHT,
+    NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS and POOLER_SAMPLING_RATIO are Detectron2's keys)."""
+    h = cfg.MODEL.ROI_KEYPOINT_HEAD.HRNEXT = CN()
+    # (height, width) of the ROI features when the head pools them itself, which it does when
+    # MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE is "" (with a pooler type set, Detectron2 pools square
+    # POOLER_RESOLUTION features of the raw boxes, and POOLER_RESOLUTION, POOLER_TYPE and BOX_PADDING
+    # below are not used).
+    # [16, 12] is the top-down 256x192 aspect; heatmaps are 4x this size (64x48) with UP_SCALE 2.
+    h.POOLER_RESOLUTION = [16, 12]
+    # Pooler of the head: "ROIAlignV2", "ROIAlign" or "ROIPool" (Detectron2's ROIPooler types).
+    h.POOLER_TYPE = "ROIAlignV2"
+    # Each box is padded to the pooled aspect (width / height), then enlarged by this factor about
+    # its centre, as top-down crops are (MODEL.TOPDOWN.BOX_PADDING); targets and decoding use it.
+    h.BOX_PADDING = 1.25
+    # Width of the context blocks (a 1x1 conv + norm + GELU projects the ROI features to it).
+    h.CHANNELS = 128
+    # Number of HRNeXt context blocks (HighResolutionContextBlock), then HRNeXt's LayerNorm.
+    h.NUM_BLOCKS = 2
+    # DFFN hidden width = CHANNELS * MLP_RATIO.
+    h.MLP_RATIO = 4.0
+    # Dynamic-conv kernels of the blocks (1 = static convs; > 1 with "BN" needs >= 2 ROIs per step).
+    h.NUM_KERNELS = 1
+    # Norm of the projection and the blocks (get_norm: "BN", "GN", "SyncBN", ...; not empty).
+    h.NORM = "BN"
+    # Bilinear upsampling after the stride-2 deconvolution to the heatmaps (Detectron2's is 2).
+    h.UP_SCALE = 2.0
+    # "cross_entropy": Detectron2's Keypoint R-CNN loss (spatial softmax, one-hot targets; keypoint
+    # scores are Detectron2's softmax scores); "gaussian_mse": squared error to Gaussian targets of
+    # GAUSSIAN_SIGMA heatmap pixels, summed over the heatmap (scores are the heatmap peaks). Both
+    # are normalised as Detectron2's (NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS) and scaled by LOSS_WEIGHT.
+    h.LOSS = "cross_entropy"
+    h.GAUSSIAN_SIGMA = 2.0
+
+
 def _add_input_config(cfg: CN) -> None:
     """INPUT.TOPDOWN: crops and training augmentation (mmpose 0.23 semantics)."""
     cfg.INPUT.TOPDOWN = CN()
@@ -164,8 +203,9 @@ def _add_dataloader_config(cfg: CN) -> None:
 
 def _add_solver_config(cfg: CN) -> None:
     """SOLVER extras: AdamW, epoch-based length, no decay on layer scales."""
-    # "AdamW" (the paper) or "SGD" (Detectron2's default).
-    cfg.SOLVER.OPTIMIZER = "AdamW"
+    # "AdamW" (the paper; configs/Base-TopDown.yaml) or "SGD" (the default, as Detectron2's own
+    # configs, e.g. its R-CNN ones, expect).
+    cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.BETAS = (0.9, 0.999)
     # When > 0, SOLVER.MAX_ITER = ceil(EPOCHS * training instances / IMS_PER_BATCH).
     cfg.SOLVER.EPOCHS = 0
@@ -207,6 +247,7 @@ def add_hrnext_config(cfg: CN) -> None:
     """Add every hrnext_d2 key (with its default) to a Detectron2 config, in place."""
     _add_backbone_config(cfg)
     _add_topdown_config(cfg)
+    _add_roi_keypoint_head_config(cfg)
     _add_input_config(cfg)
     _add_dataset_config(cfg)
     _add_dataloader_config(cfg)

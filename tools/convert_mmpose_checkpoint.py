@@ -6,7 +6,10 @@
 
 The output loads with `DetectionCheckpointer(model).load(OUT)` (MODEL.WEIGHTS OUT) with no missing or
 unexpected keys. With --config-file, the checkpoint is also checked key by key against the model that
-config builds (a wrong variant is reported with the keys at fault).
+config builds (a wrong variant is reported with the keys at fault). For a config whose model holds
+HRNeXt elsewhere (Keypoint / Mask R-CNN on build_hrnext_fpn_backbone), the backbone is written where
+that model has it (backbone.bottom_up.*), the top-down head is left out, and the keys that start
+fresh are listed.
 """
 import argparse
 import sys
@@ -15,16 +18,28 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from hrnext_d2 import add_hrnext_config
-from hrnext_d2.checkpoint.mmpose_converter import MMPoseCheckpointError, convert_mmpose_checkpoint
+from hrnext_d2.checkpoint.mmpose_converter import (
+    HEAD_PREFIX,
+    MMPoseCheckpointError,
+    adapt_topdown_state_dict,
+    convert_mmpose_checkpoint,
+    hrnext_module_prefix,
+    save_converted_checkpoint,
+)
 
 
-def _expected_from_config(config_file: str, opts):
+def _model_from_config(config_file: str, opts):
+    """(state dict, HRNeXt prefix, whether it is the top-down layout, keypoint count) of the model."""
     cfg = get_cfg()
     add_hrnext_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(opts)
     cfg.MODEL.DEVICE = "cpu"
-    return build_model(cfg).state_dict(), cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
+    model = build_model(cfg)
+    state = model.state_dict()
+    prefix = hrnext_module_prefix(model)
+    top_down = prefix == "backbone." and HEAD_PREFIX + "weight" in state
+    return state, prefix, top_down, cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
 
 
 def main(argv=None) -> int:
@@ -37,19 +52,30 @@ def main(argv=None) -> int:
                    help="read files that need full unpickling (only for files you trust)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ... (last)")
     args = p.parse_args(argv)
-    expected, k = None, args.num_keypoints
+    expected, k, target = None, args.num_keypoints, None
     if args.config_file:
-        expected, cfg_k = _expected_from_config(args.config_file, args.opts)
-        k = cfg_k if k is None else k
+        state, prefix, top_down, cfg_k = _model_from_config(args.config_file, args.opts)
+        if top_down:
+            expected, k = state, (cfg_k if k is None else k)
+        elif prefix is None:
+            print(f"error: the model of {args.config_file} has no HRNeXt backbone", file=sys.stderr)
+            return 1
+        else:
+            target = (state, prefix)
     try:
-        sd = convert_mmpose_checkpoint(args.input, args.output, num_keypoints=k, expected=expected,
-                                       allow_pickle=args.allow_pickle)
+        sd = convert_mmpose_checkpoint(args.input, None if target else args.output, num_keypoints=k,
+                                       expected=expected, allow_pickle=args.allow_pickle)
+        what = f"{sd[HEAD_PREFIX + 'weight'].shape[0]} keypoints"
+        if target:
+            sd, report = adapt_topdown_state_dict(sd, target[0], target[1], source=args.input)
+            save_converted_checkpoint(sd, args.output)
+            print(report.summary())
+            what = f"HRNeXt backbone at {target[1]}*"
     except (MMPoseCheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     n = sum(v.numel() for key, v in sd.items() if not key.endswith("num_batches_tracked"))
-    print(f"wrote {args.output}: {len(sd)} tensors, {n:,} values "
-          f"({sd['keypoint_head.final_layer.weight'].shape[0]} keypoints)")
+    print(f"wrote {args.output}: {len(sd)} tensors, {n:,} values ({what})")
     return 0
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Train or evaluate an HRNeXt top-down pose model (Detectron2's standard training script).
+"""Train or evaluate an HRNeXt top-down pose model, or a Detectron2 detector (Keypoint / Mask R-CNN on
+HRNeXt-FPN), with Detectron2's standard training script.
 
 Examples:
     # train on 8 GPUs
@@ -13,6 +14,8 @@ Examples:
         --eval-only MODEL.WEIGHTS converted.pth
     # continue an interrupted run from OUTPUT_DIR/last_checkpoint
     tools/train_net.py --config-file ... --resume
+    # Keypoint R-CNN HRNeXt-S-FPN (box and keypoint AP)
+    tools/train_net.py --config-file configs/keypoint_rcnn/keypoint_rcnn_hrnext_s_fpn_synthetic.yaml
 """
 import logging
 import os

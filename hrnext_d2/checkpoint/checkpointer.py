@@ -30,7 +30,15 @@ from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import _filter_reused_missing_keys
 
 from .atomic import atomic_torch_save, atomic_write_text
-from .mmpose_converter import CONVERTER_AUTHOR, convert_mmpose_state_dict, is_mmpose_hrnext_checkpoint
+from .mmpose_converter import (
+    CONVERTER_AUTHOR,
+    HEAD_PREFIX,
+    TopDownLoadReport,
+    adapt_topdown_state_dict,
+    convert_mmpose_state_dict,
+    hrnext_module_prefix,
+    is_mmpose_hrnext_checkpoint,
+)
 
 __all__ = [
     "CheckpointLoadError",
@@ -68,7 +76,11 @@ def _is_local(path: str) -> bool:
 
 class HRNeXtCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer with strict, pickle-free loading, atomic saving and a resume that falls
-    back to the newest intact checkpoint (see the module docstring)."""
+    back to the newest intact checkpoint (see the module docstring). Official mmpose HRNeXt files
+    (and the converter's) load into the top-down model or into any model with an HRNeXt elsewhere,
+    e.g. an FPN's `backbone.bottom_up`; `last_load_report` then says which keys were new."""
+
+    last_load_report: Optional[TopDownLoadReport] = None
 
     def __init__(
         self,
@@ -125,11 +137,15 @@ class HRNeXtCheckpointer(DetectionCheckpointer):
             ) from e
         if not isinstance(loaded, Mapping):
             raise CheckpointLoadError(f"{filename}: holds a {type(loaded).__name__}, not a checkpoint dict")
+        self.last_load_report = None
         model = loaded.get("model")
         if isinstance(model, Mapping) and is_mmpose_hrnext_checkpoint(model):
             # DetectionCheckpointer wrapped a raw mmpose dict as {"model": {...,"state_dict": ...}}.
             sd = convert_mmpose_state_dict(model, source=filename)
-            return {"model": sd, "__author__": CONVERTER_AUTHOR, "matching_heuristics": False}
+            return {"model": self._into_model(sd, filename), "__author__": CONVERTER_AUTHOR,
+                    "matching_heuristics": False}
+        if isinstance(model, Mapping) and loaded.get("__author__") == CONVERTER_AUTHOR:
+            loaded = dict(loaded, model=self._into_model(model, filename))
         if isinstance(model, Mapping) and isinstance(model.get("state_dict"), Mapping):
             # Another framework's {"state_dict": ..., "meta"/"optimizer": ...} layout: compare its
             # tensors (the strict check then names what does not fit).
@@ -137,6 +153,21 @@ class HRNeXtCheckpointer(DetectionCheckpointer):
         if not isinstance(loaded.get("model"), Mapping):
             raise CheckpointLoadError(f"{filename}: 'model' is a {type(loaded.get('model')).__name__}, not a state dict")
         return loaded
+
+    def _into_model(self, sd: Mapping[str, torch.Tensor], filename: str) -> Mapping[str, torch.Tensor]:
+        """A top-down state dict (official or converted) as is for the top-down model, else moved to
+        the model's HRNeXt (e.g. the FPN's `backbone.bottom_up.*`) with a `TopDownLoadReport` of the
+        new keys; files the converter already wrote for such a model are taken as they are."""
+        prefix = hrnext_module_prefix(self.model)
+        model_state = self.model.state_dict()
+        if prefix is None or (prefix == "backbone." and HEAD_PREFIX + "weight" in model_state):
+            return sd
+        if any(k.startswith(prefix) for k in sd):
+            return sd
+        out, report = adapt_topdown_state_dict(sd, model_state, prefix, source=filename)
+        self.last_load_report = report
+        self.logger.info(report.summary())
+        return out
 
     def _torch_load(self, f: str) -> Any:
         if f in self._verified:
@@ -161,8 +192,12 @@ class HRNeXtCheckpointer(DetectionCheckpointer):
         unexpected = list(incompatible.unexpected_keys)
         shapes = list(incompatible.incorrect_shapes)
 
+        # A top-down HRNeXt file loaded into a larger model (e.g. an FPN): the keys its report lists
+        # as new are expected to be missing (they start fresh; the report was logged).
+        expected_new = set(self.last_load_report.new) if self.last_load_report is not None else set()
+
         def refused(key: str) -> bool:
-            return not any(key.startswith(p) for p in self.partial_load_prefixes)
+            return key not in expected_new and not any(key.startswith(p) for p in self.partial_load_prefixes)
 
         bad_missing = [k for k in missing if refused(k)]
         bad_unexpected = [k for k in unexpected if refused(k)]
@@ -189,7 +224,7 @@ class HRNeXtCheckpointer(DetectionCheckpointer):
                 "MODEL.WEIGHTS_PARTIAL_LOAD, e.g. ['keypoint_head.']."
             )
             raise CheckpointLoadError("\n".join(lines))
-        if missing or unexpected or shapes:
+        if (set(missing) - expected_new) or unexpected or shapes:
             logger.warning(
                 f"{source}: partial load (MODEL.WEIGHTS_PARTIAL_LOAD {list(self.partial_load_prefixes)}): "
                 f"{len(missing)} model tensors missing from the file, {len(unexpected)} file tensors not in the "

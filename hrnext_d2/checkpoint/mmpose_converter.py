@@ -1,4 +1,5 @@
-"""Official mmpose HRNeXt checkpoints -> Detectron2 checkpoints of our top-down model.
+"""Official mmpose HRNeXt checkpoints -> Detectron2 checkpoints of our top-down model, and of models
+that hold HRNeXt elsewhere (the bottom-up part of an FPN).
 
 An official checkpoint is a dict whose `state_dict` holds `backbone.*` (the HRNeXt backbone) and
 `keypoint_head.final_layer.*` (the 1x1 heatmap conv). Our model (`TopDownPoseEstimator`) names its
@@ -6,14 +7,23 @@ parts `backbone` and `keypoint_head.final_layer` with the same sub-names, so the
 what this module adds is validation: the architecture is read off the checkpoint, our backbone is built
 with it, and every key and shape must match (clear errors name the keys at fault), optionally also
 against a given config's model and keypoint count.
+
+For any other model with an HRNeXt inside (Keypoint / Mask R-CNN on `build_hrnext_fpn_backbone`:
+`backbone.bottom_up`), `adapt_topdown_state_dict` moves the backbone there, as strictly: every
+checkpoint tensor must land on a model tensor of its shape, and of the model's HRNeXt only the fuse
+layers that multi-scale output adds (branches 1-3 of the last module) may be absent. The top-down head
+is left out, and a `TopDownLoadReport` lists exactly which keys of the model start fresh.
 """
 import logging
 import re
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from torch import nn
+
 
 from ..modeling.backbone.hrnext import HRNeXt
 from .atomic import atomic_torch_save
@@ -23,8 +33,12 @@ __all__ = [
     "infer_hrnext_architecture",
     "convert_mmpose_state_dict",
     "convert_mmpose_checkpoint",
+    "save_converted_checkpoint",
     "load_mmpose_checkpoint",
     "is_mmpose_hrnext_checkpoint",
+    "hrnext_module_prefix",
+    "TopDownLoadReport",
+    "adapt_topdown_state_dict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -258,7 +272,114 @@ def convert_mmpose_checkpoint(
     ckpt = load_mmpose_checkpoint(in_path, allow_pickle=allow_pickle)
     sd = convert_mmpose_state_dict(ckpt, num_keypoints=num_keypoints, expected=expected, source=str(in_path))
     if out_path is not None:
-        out_path = Path(out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save({"model": sd, "__author__": CONVERTER_AUTHOR, "matching_heuristics": False}, str(out_path))
+        save_converted_checkpoint(sd, out_path)
     return sd
+
+
+def save_converted_checkpoint(state_dict: Mapping[str, torch.Tensor], out_path: Union[str, Path]) -> None:
+    """Write `{"model": state_dict, "__author__": ..., "matching_heuristics": False}`."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"model": dict(state_dict), "__author__": CONVERTER_AUTHOR, "matching_heuristics": False},
+                      str(out_path))
+
+
+def hrnext_module_prefix(model: nn.Module) -> Optional[str]:
+    """State-dict prefix of the HRNeXt inside `model` ("backbone." for the top-down model,
+    "backbone.bottom_up." under an FPN), None when there is none; several are an error."""
+    names = [name for name, m in model.named_modules() if isinstance(m, HRNeXt)]
+    if len(names) > 1:
+        raise MMPoseCheckpointError(f"the model holds {len(names)} HRNeXt modules ({names}); "
+                                    "an official checkpoint has one backbone")
+    return (names[0] + ".") if names else None
+
+
+@dataclass
+class TopDownLoadReport:
+    """What `adapt_topdown_state_dict` did: the HRNeXt backbone of a top-down checkpoint moved to
+    `prefix`; `loaded` model keys come from the checkpoint, `new` ones start fresh, `dropped` are
+    checkpoint keys the model has no place for (the top-down heatmap head)."""
+
+    source: str
+    prefix: str
+    loaded: List[str] = field(default_factory=list)
+    new: List[str] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)
+
+    def new_groups(self) -> "OrderedDict[str, int]":
+        """Fresh keys grouped by module (the fuse layer of a branch, the FPN, the RPN, a head), in
+        the model's order, with their counts."""
+        groups: "OrderedDict[str, int]" = OrderedDict()
+        fuse = re.compile(r"^(.*\.fuse_layers\.\d+)\.")
+        for key in self.new:
+            m = fuse.match(key)
+            # A fuse layer, else e.g. backbone.fpn_lateral2, proposal_generator.rpn_head, roi_heads.box_head.
+            group = m.group(1) if m else ".".join(key.split(".")[:2])
+            groups[group] = groups.get(group, 0) + 1
+        return groups
+
+    def summary(self) -> str:
+        lines = [f"{self.source}: top-down HRNeXt checkpoint -> {self.prefix}*: {len(self.loaded)} keys loaded, "
+                 f"{len(self.new)} new (not in the checkpoint; they start fresh), {len(self.dropped)} dropped"]
+        lines += [f"  new: {group}.* ({n} keys)" for group, n in self.new_groups().items()]
+        if self.dropped:
+            lines.append(f"  dropped (no place in this model): {', '.join(self.dropped)}")
+        return "\n".join(lines)
+
+
+def _last_module_fuse_pattern(model_keys: Sequence[str], prefix: str) -> "re.Pattern":
+    """Keys of the fuse layers into branches >= 1 of HRNeXt's last module (multi-scale output)."""
+    stage4 = re.compile(rf"^{re.escape(prefix)}stage4\.(\d+)\.")
+    modules = [int(m.group(1)) for k in model_keys for m in [stage4.match(k)] if m]
+    last = max(modules) if modules else 0
+    return re.compile(rf"^{re.escape(prefix)}stage4\.{last}\.fuse_layers\.[1-9]\d*\.")
+
+
+def adapt_topdown_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    model_state: Mapping[str, Any],
+    prefix: str,
+    source: str = "checkpoint",
+) -> Tuple["OrderedDict[str, torch.Tensor]", TopDownLoadReport]:
+    """A top-down state dict (`backbone.*` + `keypoint_head.*`, as `convert_mmpose_state_dict`
+    returns) for a model whose HRNeXt sits at `prefix` (e.g. "backbone.bottom_up.").
+
+    `model_state`: the model's state dict (or {key: shape}). Errors name the keys at fault when a
+    backbone tensor has no key or shape to go to, or when the model's HRNeXt needs a tensor the
+    checkpoint lacks other than the multi-scale fuse layers of the last module (a different variant).
+    """
+    shapes = OrderedDict((k, tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v))
+                         for k, v in model_state.items())
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    report = TopDownLoadReport(source=source, prefix=prefix)
+    unexpected, mismatched = [], []
+    for key, value in state_dict.items():
+        if not key.startswith("backbone."):
+            report.dropped.append(key)
+            continue
+        target = prefix + key[len("backbone."):]
+        if target not in shapes:
+            unexpected.append(target)
+        elif tuple(value.shape) != shapes[target]:
+            mismatched.append((target, tuple(value.shape), shapes[target]))
+        else:
+            out[target] = value
+    fuse = _last_module_fuse_pattern(list(shapes), prefix)
+    missing = [k for k in shapes if k.startswith(prefix) and k not in out and not fuse.match(k)]
+    if unexpected or mismatched or missing:
+        lines = [f"{source}: the HRNeXt backbone does not fit the model's HRNeXt at {prefix!r}:"]
+        if missing:
+            lines.append(f"  missing keys: {', '.join(missing[:8])}" + (f", ... ({len(missing)} in all)" if len(missing) > 8 else ""))
+        if unexpected:
+            lines.append(f"  unexpected keys: {', '.join(unexpected[:8])}" + (f", ... ({len(unexpected)} in all)" if len(unexpected) > 8 else ""))
+        if mismatched:
+            lines.append("  shape mismatches: " + ", ".join(f"{k} checkpoint {a} vs model {b}" for k, a, b in mismatched[:8])
+                         + (f", ... ({len(mismatched)} in all)" if len(mismatched) > 8 else ""))
+        raise MMPoseCheckpointError("\n".join(lines))
+    report.loaded = list(out)
+    report.new = [k for k in shapes if k not in out]
+    return out, report
+
+
+def _is_topdown_layout(model_keys: Sequence[str]) -> bool:
+    return HEAD_PREFIX + "weight" in model_keys

@@ -1,7 +1,10 @@
-"""``Trainer``: Detectron2's ``DefaultTrainer`` for top-down pose estimation.
+"""``Trainer``: Detectron2's ``DefaultTrainer`` for top-down pose estimation and Detectron2 detectors.
 
 What differs from ``DefaultTrainer`` and why:
-- data: instance-level training stream and per-image test loader with person boxes;
+- data: for TopDownPoseEstimator, an instance-level training stream and a per-image test loader with
+  person boxes; for every other meta-architecture (GeneralizedRCNN: Keypoint / Mask R-CNN, ...),
+  Detectron2's own loaders (``DatasetMapper`` with keypoints and their flip indices) and evaluation
+  by the dataset's keypoint protocol (``build_rcnn_evaluator``: box / mask / keypoint AP);
 - optimizer: AdamW with no decay on norms, biases and layer scales (Detectron2 builds SGD only);
 - schedule length in epochs (SOLVER.EPOCHS) turned into iterations from the training-set size;
 - BatchNorm becomes SyncBN with more than one process ("CPUSyncBN" on CPU: torch's SyncBatchNorm
@@ -29,7 +32,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
@@ -46,6 +49,8 @@ from ..data.build import (
 )
 from ..data.test_boxes import check_test_box_sources
 from ..evaluation.keypoint_evaluator import TopDownKeypointEvaluator
+from ..evaluation.rcnn_evaluation import build_rcnn_evaluator
+from ..modeling.meta_arch import is_topdown_architecture
 from ..solver import build_optimizer
 from .best_checkpointer import BestCheckpointer
 from .unreadable_images_hook import UnreadableImagesHook
@@ -112,6 +117,14 @@ def apply_epoch_schedule(cfg: CfgNode, num_instances: int) -> CfgNode:
     if frozen:
         cfg.freeze()
     return cfg
+
+
+def _num_training_images(cfg: CfgNode) -> int:
+    """Images in DATASETS.TRAIN (the samples of an epoch for a detector), counted only when an epoch
+    setting needs them (SOLVER.EPOCHS, SOLVER.CHECKPOINT_PERIOD_EPOCHS, TEST.EVAL_PERIOD_EPOCHS)."""
+    if cfg.SOLVER.EPOCHS <= 0 and cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS <= 0 and cfg.TEST.EVAL_PERIOD_EPOCHS <= 0:
+        return 0
+    return sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
 
 
 def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
@@ -184,13 +197,22 @@ class Trainer(DefaultTrainer):
         cfg = self.auto_scale_workers(cfg, world_size)
         cfg = norm_for_world_size(cfg, world_size)
         cfg = _with_fixed_seed(cfg)
-        instances = build_topdown_instance_dicts_from_config(cfg)
-        cfg = apply_epoch_schedule(cfg, len(instances))
-        check_test_box_sources(cfg)  # a bad test set or detections file stops the run before training
+        if is_topdown_architecture(cfg):
+            instances = build_topdown_instance_dicts_from_config(cfg)
+            num_samples = len(instances)
+        else:  # Detectron2 detectors train on images with Detectron2's loader
+            instances = None
+            num_samples = _num_training_images(cfg)
+        cfg = apply_epoch_schedule(cfg, num_samples)
+        if is_topdown_architecture(cfg):  # a bad test set or detections file stops the run before training
+            check_test_box_sources(cfg)
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = build_topdown_train_loader(cfg, instances=instances)
+        if instances is not None:
+            data_loader = build_topdown_train_loader(cfg, instances=instances)
+        else:
+            data_loader = self.build_train_loader(cfg)
 
         model = create_ddp_model(model, **ddp_options(cfg, model))
         use_amp = cfg.SOLVER.AMP.ENABLED
@@ -205,7 +227,7 @@ class Trainer(DefaultTrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
-        self.num_train_instances = len(instances)
+        self.num_train_instances = num_samples
 
         self.register_hooks(self.build_hooks())
 
@@ -230,7 +252,7 @@ class Trainer(DefaultTrainer):
             cfg.SEED = saved_seed
             cfg.freeze()
             self.cfg = cfg
-            self._trainer.reset_data_loader(lambda: build_topdown_train_loader(cfg))
+            self._trainer.reset_data_loader(lambda: self.build_train_loader(cfg))
         if resume and self.start_iter >= self.max_iter:
             self.checkpointer.restore_final_checkpoint(self.start_iter - 1)
         per_process = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
@@ -308,18 +330,25 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
+        if not is_topdown_architecture(cfg):
+            return build_detection_train_loader(cfg)  # DatasetMapper(cfg, True)
         return build_topdown_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        if not is_topdown_architecture(cfg):
+            return build_detection_test_loader(cfg, dataset_name)
         return build_topdown_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
         """The keypoint protocol of the dataset's metadata (`keypoint_protocol`, set by every
-        top-down registration, Detectron2's COCO keypoint builtins included)."""
+        top-down registration, Detectron2's COCO keypoint builtins included); for detectors,
+        ``build_rcnn_evaluator``."""
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        if not is_topdown_architecture(cfg):
+            return build_rcnn_evaluator(cfg, dataset_name, output_folder)
         if MetadataCatalog.get(dataset_name).get("keypoint_protocol") is None:
             raise ValueError(
                 f"dataset {dataset_name!r} has no 'keypoint_protocol' in its metadata: register it with "

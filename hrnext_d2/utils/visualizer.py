@@ -1,8 +1,10 @@
-"""Drawing top-down pose predictions (and ground truth) with Detectron2's `Visualizer`.
+"""Drawing pose predictions (and ground truth) with Detectron2's `Visualizer`.
 
 Why a module: the command-line tool (`tools/visualize.py`) and the end of a training run both draw
 the same way. Skeletons come from the dataset metadata (`keypoint_names`,
-`keypoint_connection_rules`), exactly as Detectron2 draws its own keypoint models.
+`keypoint_connection_rules`), exactly as Detectron2 draws its own keypoint models. Top-down models
+and Detectron2 detectors (Keypoint / Mask R-CNN: boxes, keypoints, masks) are drawn alike; only the
+input mapping differs (person boxes for the former, Detectron2's test-time resize for the latter).
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ from typing import Dict, Iterable, List, Optional
 import cv2
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as d2_utils
+from detectron2.data import transforms as T
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from ..data.mapper import TopDownDatasetMapper
+from ..modeling.meta_arch import is_topdown_architecture
 
 __all__ = ["draw_pose_predictions", "draw_pose_ground_truth", "visualize_predictions", "visualize_images"]
 
@@ -89,15 +93,18 @@ def visualize_predictions(
 ) -> List[str]:
     """Runs `model` on the first `num` images of `dataset_name` and writes one PNG per image.
 
-    Boxes come from the dataset's configured test box source (ground truth or detections), as in
-    evaluation. With `draw_gt`, each PNG shows ground truth (left) beside the prediction (right).
-    Returns the written paths.
+    Inputs are mapped as in evaluation: a top-down model gets the dataset's configured test boxes
+    (ground truth or detections), a detector Detectron2's test mapping. With `draw_gt`, each PNG
+    shows ground truth (left) beside the prediction (right). Returns the written paths.
     """
     if num <= 0:
         return []
     dicts = DatasetCatalog.get(dataset_name)[: int(num)]
     metadata = MetadataCatalog.get(dataset_name)
-    mapper = TopDownDatasetMapper(cfg, False, dataset_name=dataset_name)
+    if is_topdown_architecture(cfg):
+        mapper = TopDownDatasetMapper(cfg, False, dataset_name=dataset_name)
+    else:
+        mapper = DatasetMapper(cfg, False)
     paths = []
     for d in dicts:
         inputs = mapper(copy.deepcopy(d))
@@ -123,9 +130,10 @@ def visualize_images(
 ) -> List[str]:
     """Runs `model` on image files without annotations and writes one PNG per image.
 
-    The model finds its own boxes (MODEL.TOPDOWN.PERSON_DETECTOR when configured, else the whole
-    image is one person box). Drawing uses `metadata` (default: that of DATASETS.TEST[0], else
-    TRAIN[0], for the keypoint names and skeleton).
+    A detector finds its own boxes (on the image resized as DefaultPredictor does, INPUT.MIN_SIZE_TEST);
+    a top-down model uses MODEL.TOPDOWN.PERSON_DETECTOR when configured, else the whole image as one
+    person box. Drawing uses `metadata` (default: that of DATASETS.TEST[0], else TRAIN[0], for the
+    keypoint names and skeleton).
     """
     if metadata is None:
         names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
@@ -134,7 +142,11 @@ def visualize_images(
     for path in image_paths:
         image = d2_utils.read_image(path, format=cfg.INPUT.FORMAT) if os.path.isfile(path) else _read_rgb(path)
         h, w = image.shape[:2]
-        inputs = {"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": h, "width": w}
+        resized = image
+        if cfg.INPUT.MIN_SIZE_TEST > 0:  # 0 for top-down models: crops come from the raw image
+            size = cfg.INPUT.MIN_SIZE_TEST
+            resized = T.ResizeShortestEdge([size, size], cfg.INPUT.MAX_SIZE_TEST).get_transform(image).apply_image(image)
+        inputs = {"image": torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))), "height": h, "width": w}
         instances = _run(model, [inputs])[0]["instances"]
         rgb = image if cfg.INPUT.FORMAT == "RGB" else image[:, :, ::-1]
         panel = draw_pose_predictions(np.ascontiguousarray(rgb), instances, metadata, keypoint_threshold)

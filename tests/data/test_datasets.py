@@ -138,6 +138,7 @@ def test_coco_builtin_keeps_detectron2_keys():
         assert meta.get(key) == value, key
     cfg = get_cfg()
     hrnext_d2.add_hrnext_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "TopDownPoseEstimator"  # detectors get Detectron2's COCOEvaluator
     assert isinstance(Trainer.build_evaluator(cfg, "keypoints_coco_2017_val"), TopDownKeypointEvaluator)
     assert meta.thing_classes == ["person"]
     assert meta.keypoint_connection_rules == KEYPOINT_CONNECTION_RULES

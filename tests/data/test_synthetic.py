@@ -177,3 +177,46 @@ def test_bad_spec_is_named():
         SyntheticCrowdSpec(image_size=(16, 200))
     with pytest.raises(ValueError, match="min_people"):
         SyntheticCrowdSpec(min_people=4, max_people=2)
+
+
+def test_masks_split_adds_visible_regions_and_leaves_the_rest(tmp_path):
+    """with_masks: the same images and annotations plus each person's visible region as RLE; the
+    split is cached apart and splits without masks are byte-identical to before."""
+    import pycocotools.mask as mask_util
+
+    masked = SyntheticCrowdSpec(split="train", num_images=3, seed=7, image_size=(160, 128), with_masks=True)
+    assert masked.tag == TINY.tag + "_seg" and "with_masks" not in TINY.tag
+    generate_synthetic_crowd_split(TINY, str(tmp_path / "plain"))
+    generate_synthetic_crowd_split(masked, str(tmp_path / "seg"))
+    plain, seg = _files(tmp_path / "plain"), _files(tmp_path / "seg")
+    assert {k: v for k, v in plain.items() if k != "annotations.json"} == {k: v for k, v in seg.items() if k != "annotations.json"}
+    plain_json = json.loads(plain["annotations.json"])
+    seg_json = json.loads(seg["annotations.json"])
+    assert "with_masks" not in plain_json["info"]["spec"] and seg_json["info"]["spec"]["with_masks"] is True
+    assert all("segmentation" not in a for a in plain_json["annotations"])
+    assert [{k: v for k, v in a.items() if k != "segmentation"} for a in seg_json["annotations"]] == plain_json["annotations"]
+
+    for image_id in (1, 2, 3):
+        _, instance_map, persons = render_synthetic_crowd_image(masked, image_id - 1)
+        anns = [a for a in seg_json["annotations"] if a["image_id"] == image_id]
+        masks = [mask_util.decode(a["segmentation"]).astype(bool) for a in anns]
+        assert len(anns) == len(persons) >= 2
+        for p, m, a in zip(persons, masks, anns):
+            assert m.shape == instance_map.shape
+            np.testing.assert_array_equal(m, instance_map == p["figure"] + 1)
+            assert m.sum() > 0 and m.sum() <= a["area"]  # visible part of the silhouette
+        assert not np.any(np.sum(masks, axis=0) > 1)  # visible regions never overlap
+
+
+def test_masks_split_loads_segmentations(tmp_path):
+    name = "synthetic_crowd_test_seg"
+    spec = SyntheticCrowdSpec(split="val", num_images=2, seed=5, image_size=(128, 96), with_masks=True)
+    register_synthetic_crowd(name, spec, root=str(tmp_path))
+    try:
+        anns = [a for d in DatasetCatalog.get(name) for a in d["annotations"]]
+        assert anns and all(set(a["segmentation"]) == {"size", "counts"} for a in anns)
+        assert all(a["segmentation"]["size"] == [96, 128] for a in anns)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert "synthetic_crowd_seg_train" in DatasetCatalog.list() and "synthetic_crowd_seg_val" in DatasetCatalog.list()

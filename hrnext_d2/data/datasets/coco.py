@@ -63,6 +63,7 @@ def load_topdown_coco_json(
     dataset_name: Optional[str] = None,
     num_keypoints: Optional[int] = None,
     image_extra_keys: Sequence[str] = (),
+    load_segmentation: bool = False,
 ) -> List[dict]:
     """Read a COCO-format keypoint json into Detectron2 dataset dicts (one per image).
 
@@ -75,12 +76,14 @@ def load_topdown_coco_json(
         num_keypoints: expected keypoints per person (default: from the metadata, else from the
             json's category, else from the first person).
         image_extra_keys: image fields copied onto the record when present (CrowdPose: crowdIndex).
+        load_segmentation: also keep each person's `segmentation` (polygons or RLE) when present,
+            for instance-segmentation models.
 
     Each record: file_name, height, width, image_id, the extra image keys, and `annotations`, each
     with iscrowd, bbox (raw COCO numbers), bbox_mode XYWH_ABS, keypoints (flat list, x/y + 0.5),
     category_id (contiguous), num_keypoints (from the file, else the labelled count) and area when
-    the file has it. Segmentations are not loaded (top-down pose does not use them; COCO train's
-    polygons would dominate the memory of the dicts).
+    the file has it. Segmentations are loaded only with `load_segmentation` (top-down pose does
+    not use them; COCO train's polygons would dominate the memory of the dicts).
     """
     data = read_json_file(json_file)
     if not isinstance(data, dict):
@@ -173,6 +176,8 @@ def load_topdown_coco_json(
             if not _finite_numbers([ann["area"]]):
                 raise ValueError(f"{where}: 'area' is not a finite number: {ann['area']!r}")
             obj["area"] = ann["area"]
+        if load_segmentation and ann.get("segmentation"):
+            obj["segmentation"] = ann["segmentation"]
         anns_per_image[img_id].append(obj)
     if unmatched:
         logger.warning(f"{json_file} contains {unmatched} annotations whose image_id is not in 'images'; skipped.")

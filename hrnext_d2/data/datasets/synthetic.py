@@ -14,7 +14,8 @@ Facts the annotations obey:
 - Keypoints in the json are COCO pixel indices (integer = pixel centre, like cv2 drawing); loading
   goes through `load_topdown_coco_json` (Detectron2's convention: + 0.5) like every COCO-format set.
   `bbox` is the tight box of the figure's whole silhouette inside the image (occluded parts
-  included), `area` its pixel count.
+  included), `area` its pixel count. Splits with masks (`with_masks`) also carry each figure's
+  visible region (its silhouette minus what later figures cover) as an RLE `segmentation`.
 - Everything is a function of (seed, split, image index, image size): the same arguments give the
   same json and the same image bytes.
 
@@ -35,6 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 
 from .coco import load_topdown_coco_json
 from .keypoint_metadata import COCO_PERSON_KEYPOINT_NAMES, coco_keypoint_arguments
@@ -46,6 +48,7 @@ __all__ = [
     "SyntheticCrowdSpec",
     "SYNTHETIC_CROWD_SPLITS",
     "render_synthetic_crowd_image",
+    "visible_mask_rle",
     "generate_synthetic_crowd_split",
     "ensure_synthetic_crowd_split",
     "load_synthetic_crowd",
@@ -78,6 +81,9 @@ class SyntheticCrowdSpec:
     max_person_height: float = 0.9
     # Probability that a figure is placed partly outside the image.
     truncation_prob: float = 0.15
+    # Also write each person's visible region as an RLE `segmentation` (for Mask R-CNN). The images
+    # and other annotations are the same as without; the split is cached apart.
+    with_masks: bool = False
 
     def __post_init__(self):
         w, h = (int(v) for v in self.image_size)
@@ -103,6 +109,7 @@ class SyntheticCrowdSpec:
         return (
             f"v{GENERATOR_VERSION}_seed{self.seed}_{w}x{h}_p{self.min_people}-{self.max_people}"
             f"_h{self.min_person_height:g}-{self.max_person_height:g}_t{self.truncation_prob:g}"
+            + ("_seg" if self.with_masks else "")
         )
 
     @property
@@ -110,10 +117,13 @@ class SyntheticCrowdSpec:
         return f"{self.split}_{self.num_images}"
 
 
-# The builtin splits used by configs/quickstart (sizes chosen so generation takes seconds).
+# The builtin splits used by configs/quickstart and configs/keypoint_rcnn (sizes chosen so
+# generation takes seconds); the "_seg" splits are the same images with person masks.
 SYNTHETIC_CROWD_SPLITS: Dict[str, SyntheticCrowdSpec] = {
     "synthetic_crowd_train": SyntheticCrowdSpec(split="train", num_images=600),
     "synthetic_crowd_val": SyntheticCrowdSpec(split="val", num_images=50),
+    "synthetic_crowd_seg_train": SyntheticCrowdSpec(split="train", num_images=600, with_masks=True),
+    "synthetic_crowd_seg_val": SyntheticCrowdSpec(split="val", num_images=50, with_masks=True),
 }
 
 
@@ -430,6 +440,12 @@ def render_synthetic_crowd_image(spec: SyntheticCrowdSpec, index: int):
     return image, instance_map, persons
 
 
+def visible_mask_rle(instance_map: np.ndarray, figure: int) -> dict:
+    """COCO RLE (json-ready, counts as str) of the pixels where figure `figure` is on top."""
+    rle = mask_util.encode(np.asfortranarray((instance_map == figure + 1).astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 def _annotation(p: dict, image_id: int, ann_id: int) -> Optional[dict]:
     kp = p["keypoints"]
     num_kp = int((kp[:, 2] > 0).sum())
@@ -461,7 +477,7 @@ def generate_synthetic_crowd_split(spec: SyntheticCrowdSpec, out_dir: str) -> st
     images, annotations = [], []
     for index in range(spec.num_images):
         image_id = index + 1
-        image, _, persons = render_synthetic_crowd_image(spec, index)
+        image, instance_map, persons = render_synthetic_crowd_image(spec, index)
         file_name = f"{image_id:06d}.jpg"
         ok, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
         if not ok:
@@ -472,10 +488,14 @@ def generate_synthetic_crowd_split(spec: SyntheticCrowdSpec, out_dir: str) -> st
         for p in persons:
             ann = _annotation(p, image_id, len(annotations) + 1)
             if ann is not None:
+                if spec.with_masks:
+                    ann["segmentation"] = visible_mask_rle(instance_map, p["figure"])
                 annotations.append(ann)
+    spec_info = {**spec.__dict__, "image_size": list(spec.image_size)}
+    if not spec.with_masks:  # splits without masks: the json as before masks existed
+        del spec_info["with_masks"]
     data = {
-        "info": {"description": "hrnext_d2 synthetic crowd", "version": GENERATOR_VERSION,
-                 "spec": {**spec.__dict__, "image_size": list(spec.image_size)}},
+        "info": {"description": "hrnext_d2 synthetic crowd", "version": GENERATOR_VERSION, "spec": spec_info},
         "images": images,
         "annotations": annotations,
         "categories": [{
@@ -526,9 +546,10 @@ def ensure_synthetic_crowd_split(spec: SyntheticCrowdSpec, root: Optional[str] =
 
 
 def load_synthetic_crowd(spec: SyntheticCrowdSpec, root: Optional[str] = None, dataset_name: Optional[str] = None) -> List[dict]:
-    """Dataset dicts in Detectron2's convention (keypoints + 0.5), generating the split if needed."""
+    """Dataset dicts in Detectron2's convention (keypoints + 0.5; `segmentation` for splits with
+    masks), generating the split if needed."""
     json_file, image_root = ensure_synthetic_crowd_split(spec, root)
-    return load_topdown_coco_json(json_file, image_root, dataset_name)
+    return load_topdown_coco_json(json_file, image_root, dataset_name, load_segmentation=spec.with_masks)
 
 
 def register_synthetic_crowd(name: str, spec: SyntheticCrowdSpec, root: Optional[str] = None) -> None:

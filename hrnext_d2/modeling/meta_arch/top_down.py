@@ -31,7 +31,14 @@ from ...topdown.pipeline import (
 from ..heads import build_topdown_keypoint_head
 from .person_detector import PersonDetector, build_person_detector
 
-__all__ = ["TopDownPoseEstimator"]
+__all__ = ["TopDownPoseEstimator", "is_topdown_architecture"]
+
+
+def is_topdown_architecture(cfg) -> bool:
+    """True when MODEL.META_ARCHITECTURE is TopDownPoseEstimator (or a subclass): such models train
+    on person crops with the top-down loaders and evaluator; any other Detectron2 meta-architecture
+    (GeneralizedRCNN, RetinaNet, ...) uses Detectron2's image loaders."""
+    return issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), TopDownPoseEstimator)
 
 
 @META_ARCH_REGISTRY.register()
