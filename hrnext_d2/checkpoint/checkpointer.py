@@ -157,13 +157,13 @@ class HRNeXtCheckpointer(DetectionCheckpointer):
     def _into_model(self, sd: Mapping[str, torch.Tensor], filename: str) -> Mapping[str, torch.Tensor]:
         """A top-down state dict (official or converted) as is for the top-down model, else moved to
         the model's HRNeXt (e.g. the FPN's `backbone.bottom_up.*`) with a `TopDownLoadReport` of the
-        new keys; files the converter already wrote for such a model are taken as they are."""
+        new keys; files the converter already wrote for such a model are checked the same way."""
         prefix = hrnext_module_prefix(self.model)
         model_state = self.model.state_dict()
         if prefix is None or (prefix == "backbone." and HEAD_PREFIX + "weight" in model_state):
             return sd
-        if any(k.startswith(prefix) for k in sd):
-            return sd
+        if any(k.startswith(prefix) for k in sd):  # written by the converter for this layout: same checks
+            sd = {("backbone." + k[len(prefix):] if k.startswith(prefix) else k): v for k, v in sd.items()}
         out, report = adapt_topdown_state_dict(sd, model_state, prefix, source=filename)
         self.last_load_report = report
         self.logger.info(report.summary())

@@ -189,6 +189,8 @@ def cpu_kernels_usable(x: torch.Tensor) -> bool:
 def _use_kernels(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
+    if x.numel() == 0:  # an empty batch (e.g. no ROI): PyTorch's ops handle it
+        return False
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
         return False
     if torch.compiler.is_compiling():
