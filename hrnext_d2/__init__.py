@@ -1,11 +1,16 @@
 """HRNeXt (High-Resolution Context Network) top-down pose estimation for Detectron2.
 
-Importing the package registers the backbone, keypoint head, meta-architecture and datasets.
+Importing the package registers the backbone, keypoint head, meta-architecture and datasets. The
+dependencies' known import-time warnings (hrnext_d2/utils/dependency_warnings.py) are ignored while
+they are imported here, and only then.
 """
-from .config import add_hrnext_config
-from . import modeling  # noqa: F401  (registers backbone, head, meta-arch)
-from . import data  # noqa: F401  (registers datasets)
-from . import evaluation  # noqa: F401
+from .utils.dependency_warnings import ignoring_known_dependency_warnings
+
+with ignoring_known_dependency_warnings():
+    from .config import add_hrnext_config
+    from . import modeling  # noqa: F401  (registers backbone, head, meta-arch)
+    from . import data  # noqa: F401  (registers datasets)
+    from . import evaluation  # noqa: F401
 
 __all__ = ["add_hrnext_config"]
 __version__ = "0.1.0"

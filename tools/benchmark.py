@@ -16,6 +16,10 @@ import time
 from pathlib import Path
 
 import torch
+
+# Before Detectron2: importing the package ignores the dependencies' known import-time warnings
+# (hrnext_d2/utils/dependency_warnings.py); the call under __main__ silences the runtime ones.
+from hrnext_d2.utils.dependency_warnings import silence_known_dependency_warnings  # noqa: I001
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from torch import nn
@@ -115,4 +119,5 @@ def _report(what: str, t, batch: int, repeats: int) -> None:
 
 
 if __name__ == "__main__":
+    silence_known_dependency_warnings()
     sys.exit(main())
