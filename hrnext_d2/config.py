@@ -167,9 +167,10 @@ def _add_tracking_config(cfg: CN) -> None:
     # Give each person an id that persists from frame to frame (drawn as its colour and number).
     cfg.TRACKING.ENABLED = True
     # Association of a frame's persons with the tracks: "oks" (keypoint similarity with the dataset's
-    # OKS sigmas, over keypoints scoring >= KEYPOINT_THRESH) or "iou" (person boxes). Greedy, best
-    # pairs first; a pair below MIN_SIMILARITY never associates.
-    cfg.TRACKING.SIMILARITY = "oks"
+    # OKS sigmas, over keypoints scoring >= KEYPOINT_THRESH), "iou" (person boxes), or "oks_iou" (their
+    # mean: robust both to noisy boxes and to a pose put on the wrong one of two crossing people).
+    # Greedy, best pairs first; a pair below MIN_SIMILARITY never associates.
+    cfg.TRACKING.SIMILARITY = "oks_iou"
     cfg.TRACKING.MIN_SIMILARITY = 0.3
     # A track unseen for more than MAX_AGE frames ends; ids are never reused.
     cfg.TRACKING.MAX_AGE = 10

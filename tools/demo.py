@@ -288,18 +288,21 @@ def run_frames(
     start = time.perf_counter()
     n = 0
     with tqdm.tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
-        for key, frame, timestamp in frames:
-            t0 = time.perf_counter()
-            instances = predictor(frame, key, timestamp)
-            model_s += time.perf_counter() - t0
-            records += person_records(instances, key, _image_id(key, n))
-            if sink is not None:
-                drawn = draw_tracked_poses(frame[:, :, ::-1], instances, metadata, keypoint_threshold)
-                sink.write(key, np.ascontiguousarray(drawn[:, :, ::-1]))
+        try:
+            for key, frame, timestamp in frames:
+                t0 = time.perf_counter()
+                instances = predictor(frame, key, timestamp)
+                model_s += time.perf_counter() - t0
+                records += person_records(instances, key, _image_id(key, n))
+                if sink is not None:
+                    drawn = draw_tracked_poses(frame[:, :, ::-1], instances, metadata, keypoint_threshold)
+                    sink.write(key, np.ascontiguousarray(drawn[:, :, ::-1]))
+                n += 1
+                bar.update(1)
                 if getattr(sink, "stopped", False):
                     break
-            n += 1
-            bar.update(1)
+        except KeyboardInterrupt:  # Ctrl-C ends a webcam run: what was seen is still written
+            pass
     seconds = time.perf_counter() - start
     return {"records": records, "frames": n, "seconds": seconds, "model_seconds": model_s}
 

@@ -83,7 +83,7 @@ class VideoPosePredictor:
         t = cfg.TRACKING
         tracker = None
         if track and t.ENABLED:
-            sigmas = resolve_keypoint_metadata(cfg).oks_sigmas if t.SIMILARITY == "oks" else None
+            sigmas = resolve_keypoint_metadata(cfg).oks_sigmas if t.SIMILARITY != "iou" else None
             tracker = PoseTracker.from_config(cfg, sigmas, fps=fps)
         return cls(
             backend,

@@ -11,11 +11,15 @@ import pytest
 import torch
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import read_image
 from detectron2.structures import Boxes, Instances
 
 from hrnext_d2.config import add_hrnext_config
 from hrnext_d2.data.datasets.keypoint_metadata import COCO_KEYPOINT_OKS_SIGMAS
+from hrnext_d2.data.datasets.synthetic import SyntheticCrowdSpec, register_synthetic_crowd
 from hrnext_d2.data.datasets.synthetic_video import SyntheticCrowdVideoSpec, write_synthetic_crowd_video
+from hrnext_d2.data.mapper import TopDownDatasetMapper
 from hrnext_d2.engine import FrameKey, VideoPosePredictor, build_person_box_source, build_pose_backend
 from hrnext_d2.engine.person_boxes import DetectionsFileBoxes, WholeImageBoxes
 from hrnext_d2.engine.pose_backends import DefaultPredictorBackend, OnnxRuntimeBackend, PoseBackend, TopDownBackend
@@ -156,6 +160,33 @@ def test_images_are_independent_without_tracking(video):
     inst = predictor(frames[0], FrameKey(image="a.jpg"))
     assert len(inst) == 1 and not inst.has("track_ids")
     torch.testing.assert_close(inst.pred_boxes.tensor, torch.tensor([[0.0, 0.0, 256.0, 192.0]]))
+
+
+def test_ground_truth_boxes_from_the_annotation_file_give_the_evaluation_poses(tmp_path):
+    """The demo's path on images (read_image, boxes from the annotation json) gives exactly the
+    poses evaluation computes with DATASETS.TEST_BOXES "gt" (test mapper -> model)."""
+    name = "synthetic_crowd_test_demo_boxes"
+    spec = SyntheticCrowdSpec(split="val", num_images=3, seed=11, truncation_prob=0.5)
+    register_synthetic_crowd(name, spec, root=str(tmp_path))
+    try:
+        torch.manual_seed(0)
+        cfg = topdown_cfg()
+        cfg.DATASETS.TEST = (name,)
+        backend = TopDownBackend(cfg)
+        dicts = DatasetCatalog.get(name)
+        source = DetectionsFileBoxes(MetadataCatalog.get(name).json_file)
+        predictor = VideoPosePredictor(backend, source, None)
+        mapper = TopDownDatasetMapper(cfg, False, dataset_name=name)
+        for d in dicts:
+            ours = predictor(read_image(d["file_name"], format="BGR"), FrameKey(image=d["file_name"]))
+            with torch.no_grad():
+                ref = backend.predictor.model([mapper(dict(d))])[0]["instances"]
+            assert len(ours) == len(ref) >= 2
+            torch.testing.assert_close(ours.pred_boxes.tensor, ref.pred_boxes.tensor)
+            torch.testing.assert_close(ours.pred_keypoints, ref.pred_keypoints)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
 
 def test_keypoint_rcnn_config_runs_through_default_predictor(video):
