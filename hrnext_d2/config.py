@@ -243,6 +243,41 @@ def _add_weights_config(cfg: CN) -> None:
     cfg.MODEL.WEIGHTS_ALLOW_PICKLE = False
 
 
+def _add_tracking_config(cfg: CN) -> None:
+    """TRACKING: person ids across video frames, detection interval and keypoint smoothing
+    (hrnext_d2.engine.VideoPosePredictor, used by tools/demo.py on videos and webcams)."""
+    cfg.TRACKING = CN()
+    # Give each person an id that persists from frame to frame (drawn as its colour and number).
+    cfg.TRACKING.ENABLED = True
+    # Association of a frame's persons with the tracks: "oks" (keypoint similarity with the dataset's
+    # OKS sigmas, over keypoints scoring >= KEYPOINT_THRESH), "iou" (person boxes), or "oks_iou" (their
+    # mean: robust both to noisy boxes and to a pose put on the wrong one of two crossing people).
+    # Greedy, best pairs first; a pair below MIN_SIMILARITY never associates.
+    cfg.TRACKING.SIMILARITY = "oks_iou"
+    cfg.TRACKING.MIN_SIMILARITY = 0.3
+    # A track unseen for more than MAX_AGE frames ends; ids are never reused.
+    cfg.TRACKING.MAX_AGE = 10
+    # Keypoints scoring below this are ignored by the association, the smoother and box propagation.
+    cfg.TRACKING.KEYPOINT_THRESH = 0.3
+    # Find persons (the box source: detector, detections file or whole image) every DETECT_EVERY
+    # frames; in between, each person seen in the previous frame gets the box of its keypoints
+    # there (moved by its velocity), enlarged PROPAGATED_BOX_EXPAND times. 1 = detect every frame.
+    # A frame with no person to propagate runs detection anyway.
+    cfg.TRACKING.DETECT_EVERY = 1
+    cfg.TRACKING.PROPAGATED_BOX_EXPAND = 1.25
+    # A pose from a propagated box is kept only with at least this fraction of its keypoints
+    # scoring >= KEYPOINT_THRESH (else the person is taken to have left; the next detection decides).
+    cfg.TRACKING.PROPAGATED_MIN_KEYPOINTS = 0.3
+    # One-Euro smoothing of each track's keypoints (hrnext_d2/utils/one_euro.py): cutoff (Hz) =
+    # MIN_CUTOFF + BETA * speed in person heights per second; D_CUTOFF (Hz) filters the speed.
+    # Lower MIN_CUTOFF = steadier still keypoints; higher BETA = less lag on fast motion.
+    cfg.TRACKING.SMOOTHING = CN()
+    cfg.TRACKING.SMOOTHING.ENABLED = False
+    cfg.TRACKING.SMOOTHING.MIN_CUTOFF = 1.0
+    cfg.TRACKING.SMOOTHING.BETA = 5.0
+    cfg.TRACKING.SMOOTHING.D_CUTOFF = 1.0
+
+
 def add_hrnext_config(cfg: CN) -> None:
     """Add every hrnext_d2 key (with its default) to a Detectron2 config, in place."""
     _add_backbone_config(cfg)
@@ -253,3 +288,4 @@ def add_hrnext_config(cfg: CN) -> None:
     _add_dataloader_config(cfg)
     _add_solver_config(cfg)
     _add_weights_config(cfg)
+    _add_tracking_config(cfg)

@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
+
+# Before Detectron2: importing the package ignores the dependencies' known import-time warnings
+# (hrnext_d2/utils/dependency_warnings.py); the call under __main__ silences the runtime ones.
+from hrnext_d2.utils.dependency_warnings import silence_known_dependency_warnings  # noqa: I001
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from torch import nn
@@ -208,4 +212,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    silence_known_dependency_warnings()
     sys.exit(main())

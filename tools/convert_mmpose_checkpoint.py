@@ -14,6 +14,9 @@ fresh are listed.
 import argparse
 import sys
 
+# Before Detectron2: importing the package ignores the dependencies' known import-time warnings
+# (hrnext_d2/utils/dependency_warnings.py); the call under __main__ silences the runtime ones.
+from hrnext_d2.utils.dependency_warnings import silence_known_dependency_warnings  # noqa: I001
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
@@ -80,4 +83,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    silence_known_dependency_warnings()
     sys.exit(main())

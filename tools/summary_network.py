@@ -10,6 +10,10 @@ import argparse
 import sys
 
 import torch
+
+# Before Detectron2: importing the package ignores the dependencies' known import-time warnings
+# (hrnext_d2/utils/dependency_warnings.py); the call under __main__ silences the runtime ones.
+from hrnext_d2.utils.dependency_warnings import silence_known_dependency_warnings  # noqa: I001
 from detectron2.config import get_cfg
 
 from hrnext_d2 import add_hrnext_config
@@ -37,4 +41,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    silence_known_dependency_warnings()
     sys.exit(main())

@@ -22,6 +22,9 @@ import os
 
 import torch
 
+# Before Detectron2: importing the package ignores the dependencies' known import-time warnings
+# (hrnext_d2/utils/dependency_warnings.py); the call under __main__ silences the runtime ones.
+from hrnext_d2.utils.dependency_warnings import silence_known_dependency_warnings  # noqa: I001
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
@@ -93,6 +96,7 @@ def main(args):
 
 
 if __name__ == "__main__":
+    silence_known_dependency_warnings()
     args = add_launcher_argument(default_argument_parser()).parse_args()
     print("Command Line Args:", args)
     launch_from_args(main, args)

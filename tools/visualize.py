@@ -15,6 +15,10 @@ import os
 import sys
 
 import torch
+
+# Before Detectron2: importing the package ignores the dependencies' known import-time warnings
+# (hrnext_d2/utils/dependency_warnings.py); the call under __main__ silences the runtime ones.
+from hrnext_d2.utils.dependency_warnings import silence_known_dependency_warnings  # noqa: I001
 from detectron2.config import CfgNode, get_cfg
 from detectron2.utils.logger import setup_logger
 
@@ -78,4 +82,5 @@ def main(argv=None) -> list:
 
 
 if __name__ == "__main__":
+    silence_known_dependency_warnings()
     sys.exit(0 if main() is not None else 1)

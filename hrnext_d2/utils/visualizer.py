@@ -18,13 +18,24 @@ import torch
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
+from detectron2.data.catalog import Metadata
 from detectron2.structures import Instances
+from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from ..data.datasets.keypoint_metadata import get_coco_keypoint_metadata
 from ..data.mapper import TopDownDatasetMapper
 from ..modeling.meta_arch import is_topdown_architecture
 
-__all__ = ["draw_pose_predictions", "draw_pose_ground_truth", "visualize_predictions", "visualize_images"]
+__all__ = [
+    "draw_pose_predictions",
+    "draw_pose_ground_truth",
+    "draw_tracked_poses",
+    "track_colour",
+    "keypoint_drawing_metadata",
+    "visualize_predictions",
+    "visualize_images",
+]
 
 # Small synthetic / crowd images are drawn enlarged so keypoints and labels stay readable.
 _MIN_DRAW_SIDE = 480
@@ -49,6 +60,63 @@ def draw_pose_predictions(
     if inst.has("pred_keypoint_heatmaps"):
         inst.remove("pred_keypoint_heatmaps")  # drawn as keypoints, not as heatmaps
     return vis.draw_instance_predictions(inst).get_image()
+
+
+def track_colour(track_id: int) -> np.ndarray:
+    """RGB colour in [0, 1] of a track id: Detectron2's palette, the same for an id in every frame."""
+    palette = colormap(rgb=True, maximum=1)
+    return palette[int(track_id) % len(palette)]
+
+
+def draw_tracked_poses(
+    image_rgb: np.ndarray,
+    instances: Instances,
+    metadata,
+    keypoint_threshold: float = 0.05,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """RGB uint8 image with each person's skeleton, box and label; with `track_ids`, the box and the
+    label ("id 3 0.87") take the id's colour, so a person keeps one colour from frame to frame.
+
+    Drawn at `scale` 1 by default: a video keeps its frame size.
+    """
+    vis = Visualizer(image_rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
+    vis.keypoint_threshold = keypoint_threshold
+    inst = instances.to("cpu")
+    if len(inst) == 0:
+        return vis.output.get_image()
+    scores = inst.scores.tolist() if inst.has("scores") else [None] * len(inst)
+    if inst.has("track_ids"):
+        ids = inst.track_ids.tolist()
+        labels = [f"id {i}" + ("" if s is None else f" {s:.2f}") for i, s in zip(ids, scores)]
+        colours = [track_colour(i) for i in ids]
+    else:
+        labels = ["" if s is None else f"{s:.2f}" for s in scores]
+        colours = None
+    boxes = inst.pred_boxes.tensor.numpy() if inst.has("pred_boxes") else None
+    keypoints = inst.pred_keypoints.numpy() if inst.has("pred_keypoints") else None
+    return vis.overlay_instances(boxes=boxes, labels=labels, keypoints=keypoints, assigned_colors=colours).get_image()
+
+
+def keypoint_drawing_metadata(cfg) -> Metadata:
+    """Names and skeleton to draw a config's keypoints with: those of the first dataset of
+    DATASETS.TEST, then DATASETS.TRAIN, with MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS keypoints; else
+    COCO's for 17 keypoints; else numbered keypoints without a skeleton."""
+    k = int(cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS)
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        if name in MetadataCatalog.list() or name in DatasetCatalog.list():
+            meta = MetadataCatalog.get(name)
+            names = meta.get("keypoint_names", None)
+            if names is not None and len(names) == k:
+                return meta
+    meta = Metadata(name=f"keypoints_{k}")
+    if k == 17:
+        coco = get_coco_keypoint_metadata()
+        meta.set(keypoint_names=coco["keypoint_names"], keypoint_connection_rules=coco["keypoint_connection_rules"])
+    else:
+        meta.set(keypoint_names=tuple(f"keypoint_{i}" for i in range(k)))
+    meta.set(thing_classes=["person"])
+    return meta
 
 
 def draw_pose_ground_truth(image_rgb: np.ndarray, dataset_dict: Dict, metadata, scale: Optional[float] = None) -> np.ndarray:
