@@ -18,6 +18,7 @@ from detectron2.layers import get_norm
 from detectron2.utils import comm
 from torch import nn
 
+from .export_forms import dynamic_conv_export, export_forms_active
 from .formulation import FormulationMixin
 from .norm import norm_scale_shift
 
@@ -95,6 +96,9 @@ class KernelAggregation(FormulationMixin, nn.Module):
     def convolve(self, x: torch.Tensor, attention: torch.Tensor, bank: torch.Tensor,
                  bias: Optional[torch.Tensor], fast: bool) -> torch.Tensor:
         """Convolve sample b of `x` with sum_k attention[b, k] * bank[k] (+ bias: (out,) or (B, out))."""
+        if export_forms_active():  # static weights, symbolic batch (layers/export_forms.py)
+            return dynamic_conv_export(x, attention, bank, bias, self.stride, self.padding, self.dilation,
+                                       self.groups)
         B, C, H, W = x.shape
         K = self.num_kernels
         kernels = torch.mm(attention, bank.reshape(K, -1))
