@@ -1,11 +1,23 @@
 """HRNeXt (High-Resolution Context Network) top-down pose estimation for Detectron2.
 
 Importing the package registers the backbone, keypoint head, meta-architecture and datasets.
-"""
-from .config import add_hrnext_config
-from . import modeling  # noqa: F401  (registers backbone, head, meta-arch)
-from . import data  # noqa: F401  (registers datasets)
-from . import evaluation  # noqa: F401
 
-__all__ = ["add_hrnext_config"]
+Where torch / Detectron2 are not installed (a deployment with onnxruntime only), importing it
+registers nothing and only the torch-free parts are usable: `hrnext_d2.topdown` (numerics) and
+`hrnext_d2.export` (the onnxruntime pose pipeline). Any other import error is raised as usual.
+"""
+try:
+    import torch  # noqa: F401
+    import detectron2  # noqa: F401
+except ModuleNotFoundError as e:
+    if e.name not in ("torch", "detectron2"):
+        raise
+    __all__ = []
+else:
+    from .config import add_hrnext_config
+    from . import modeling  # noqa: F401  (registers backbone, head, meta-arch)
+    from . import data  # noqa: F401  (registers datasets)
+    from . import evaluation  # noqa: F401
+
+    __all__ = ["add_hrnext_config"]
 __version__ = "0.1.0"
