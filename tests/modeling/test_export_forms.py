@@ -87,6 +87,9 @@ def test_export_forms_switch():
     assert not export_forms_active()
     traced = torch.jit.trace(_Probe(), torch.zeros(2), check_trace=False)  # a trace takes the export forms by itself
     assert torch.equal(traced(torch.zeros(3)), torch.ones(3))
+    with use_export_forms(False):  # unless told not to (fvcore's FLOP count traces the eager forms)
+        traced = torch.jit.trace(_Probe(), torch.zeros(2), check_trace=False)
+    assert torch.equal(traced(torch.zeros(3)), torch.zeros(3))
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,18 @@ so the group count depends on the batch and an exported graph either bakes the b
 weights, so by linearity conv(x, sum_k a_k W_k) = sum_k a_k conv(x, W_k):
 - a grouped (e.g. depthwise) dynamic conv runs as ONE static grouped conv with K outputs per output
   channel (weights = the bank itself), then the attention-weighted sum over the K outputs;
-- a 1x1 dynamic conv runs as a batched matmul with the per-sample kernels.
-Both have constant weights and only batch-preserving reshapes. They are the graph forms, not eager
-speed-ups (eager CPU prefers the batch-in-groups conv; see PERFORMANCE_NOTES in the docs).
+- a 1x1 dynamic conv runs as a batched matmul with the per-sample kernels;
+- the dilated depthwise conv of the spatial gate runs as one plain dilated conv (the eager
+  space-to-batch form computes sizes with floor divisions that ONNX evaluates as truncations).
+All have constant weights and only batch-preserving reshapes. Among the depthwise forms measured on
+onnxruntime (HRNeXt-S, batch 8, 2 threads: this one; K separate depthwise convs + weighted sum; the
+input tiled K times + one depthwise conv; the weighted sum as multiply + reduce; nine shifted
+multiply-adds with the per-sample kernel) this one was the fastest. They are graph forms, not eager
+speed-ups: eager PyTorch on the CPU prefers the batch-in-groups conv, so a TorchScript trace runs
+slower than the eager model.
 
-The ops dispatch here while `export_forms_active()`: inside a trace / ONNX export, or in a
-`use_export_forms()` block (how the tests compare these forms with the reference eagerly).
+The ops dispatch here while `export_forms_active()`: inside a trace / ONNX export, unless a
+`use_export_forms(enabled)` block forces them on (eagerly, for tests) or off (a FLOP count by trace).
 `pinned_folded_forms(model)` materialises every folded BatchNorm / layer-scale tensor once, before
 the trace, so the exported graph holds them as constants instead of the folding arithmetic.
 """
@@ -33,15 +39,17 @@ __all__ = [
     "pinned_folded_forms",
 ]
 
-_FORCED: List[bool] = [False]
+_OVERRIDE: List[Optional[bool]] = [None]  # None: decided by the tracing state
 
 IntPair = Union[int, Tuple[int, int]]
 
 
 def export_forms_active() -> bool:
-    """True while tracing / exporting (TorchScript trace, ONNX export, torch.export) or inside
-    `use_export_forms()`."""
-    if _FORCED[0] or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    """True while tracing / exporting (TorchScript trace, ONNX export, torch.export), unless a
+    `use_export_forms(...)` block says otherwise."""
+    if _OVERRIDE[0] is not None:
+        return _OVERRIDE[0]
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return True
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return bool(is_exporting is not None and is_exporting())
@@ -49,13 +57,14 @@ def export_forms_active() -> bool:
 
 @contextlib.contextmanager
 def use_export_forms(enabled: bool = True) -> Iterator[None]:
-    """Run the export forms eagerly (or not) for the duration of a `with` block."""
-    saved = _FORCED[0]
-    _FORCED[0] = bool(enabled)
+    """Export forms on (also eagerly: how the tests compare them with the reference) or off (also in a
+    trace: e.g. fvcore's FLOP count, which must see the eager formulations) for a `with` block."""
+    saved = _OVERRIDE[0]
+    _OVERRIDE[0] = bool(enabled)
     try:
         yield
     finally:
-        _FORCED[0] = saved
+        _OVERRIDE[0] = saved
 
 
 def dynamic_conv_export(
