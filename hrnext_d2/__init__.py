@@ -9,9 +9,17 @@ registers nothing and only the torch-free parts are usable: `hrnext_d2.topdown` 
 try:
     import torch  # noqa: F401
     import detectron2  # noqa: F401
-except ModuleNotFoundError as e:
-    if e.name not in ("torch", "detectron2"):
+except ModuleNotFoundError as _missing:
+    if _missing.name not in ("torch", "detectron2"):
         raise
+    _WITHOUT = _missing.name
+
+    def __getattr__(name: str):
+        raise AttributeError(
+            f"hrnext_d2.{name} needs torch and Detectron2 ({_WITHOUT} is not installed); without them "
+            "only hrnext_d2.topdown and hrnext_d2.export (the onnxruntime pipeline) can be used"
+        )
+
     __all__ = []
 else:
     from .config import add_hrnext_config
