@@ -8,10 +8,11 @@ While tracing, the ops take their export forms (`hrnext_d2.modeling.layers.expor
 weights, batch-preserving reshapes) and the folded BatchNorm / layer-scale tensors are computed once
 beforehand and enter the graph as constants.
 """
+import contextlib
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -31,6 +32,8 @@ __all__ = [
     "load_exported",
     "max_relative_error",
     "run_exported",
+    "trace_to_onnx",
+    "trace_to_torchscript",
     "verify_export",
 ]
 
@@ -150,30 +153,49 @@ def export_model(
     example = torch.randn(example_batch, 3, h, w, generator=torch.Generator().manual_seed(0)).to(model.device)
     path = output_dir / MODEL_FILES[fmt]
     was_training = model.training
-    model.eval()
-    module.eval()
     try:
-        with torch.no_grad(), pinned_folded_forms(model) as pinned, warnings.catch_warnings():
-            # The tracer warns about every size it records as a constant (H, W of the crops are fixed).
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            logger.info(f"exporting {fmt} ({pinned} folded forms pinned, flip test in graph: {flip_test}) to {path}")
-            if fmt == "onnx":
-                torch.onnx.export(
-                    module, (example,), str(path), dynamo=False, opset_version=opset,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                    do_constant_folding=True,
-                )
-            else:
-                # freeze: parameters become constants and the unused ones (the unfolded weights)
-                # are dropped, about half the file.
-                traced = torch.jit.freeze(torch.jit.trace(module, example, check_trace=False))
-                torch.jit.save(traced, str(path))
+        logger.info(f"exporting {fmt} (flip test in graph: {flip_test}) to {path}")
+        if fmt == "onnx":
+            trace_to_onnx(module, example, path, opset)
+        else:
+            trace_to_torchscript(module, example, path)
     finally:
         model.train(was_training)
     meta = deploy_metadata(model, fmt, flip_test, opset if fmt == "onnx" else None, cfg, source)
     json_path = meta.save(output_dir / "model.json")
     return {"model": path, "metadata": json_path}
+
+
+@contextlib.contextmanager
+def _tracing(module: nn.Module) -> Iterator[None]:
+    """Eval mode, no grad, the folded forms pinned as constants, the tracer's size warnings muted (the
+    crop size is fixed; the batch size is recorded symbolically)."""
+    module.eval()
+    with torch.no_grad(), pinned_folded_forms(module), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def trace_to_onnx(module: nn.Module, example: torch.Tensor, path: Union[str, Path], opset: int = DEFAULT_OPSET) -> Path:
+    """ONNX file of `module` (crops -> heatmaps; input `crops`, output `heatmaps`, batch axis symbolic),
+    traced with the TorchScript-based exporter on `example`. Leaves `module` in eval mode."""
+    with _tracing(module):
+        torch.onnx.export(
+            module, (example,), str(path), dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    return Path(path)
+
+
+def trace_to_torchscript(module: nn.Module, example: torch.Tensor, path: Union[str, Path]) -> Path:
+    """Frozen TorchScript trace of `module` (any batch size). Freezing turns the parameters into
+    constants and drops the unused ones (the unfolded weights): about half the file."""
+    with _tracing(module):
+        traced = torch.jit.freeze(torch.jit.trace(module, example, check_trace=False))
+    torch.jit.save(traced, str(path))
+    return Path(path)
 
 
 def load_exported(model_dir: Union[str, Path], num_threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
