@@ -21,6 +21,8 @@ setup(
         "pycocotools",
         "xtcocotools",
         "setuptools<81",
+        "onnx",
+        "onnxruntime",
     ],
     extras_require={"test": ["pytest"]},
 )

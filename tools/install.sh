@@ -5,7 +5,8 @@
 # - detectron2: kept when already importable (e.g. built from source), else the registry wheel
 #   sal-detectron2==0.7.2 (upstream detectron2 a59f0563). That wheel is tagged cp310 but is pure
 #   Python apart from an optional `_C` extension, so it is installed under a py3 tag.
-# - detectron2's runtime dependencies, pinned where newer releases break it.
+# - detectron2's runtime dependencies, pinned where newer releases break it, and onnx / onnxruntime
+#   (export and the onnxruntime pose pipeline) in the same call, so numpy stays below 2.
 # - this package, editable.
 set -euo pipefail
 PY=${PYTHON:-python3}
@@ -19,7 +20,8 @@ fi
 
 echo "[install] detectron2 runtime dependencies"
 pipi "numpy<2" "opencv-python-headless<4.11" "setuptools<81" fvcore iopath pycocotools xtcocotools \
-  omegaconf hydra-core yacs termcolor tabulate cloudpickle tqdm tensorboard matplotlib Pillow pytest
+  omegaconf hydra-core yacs termcolor tabulate cloudpickle tqdm tensorboard matplotlib Pillow pytest \
+  onnx onnxruntime
 
 if "$PY" -c "import detectron2" 2>/dev/null; then
   echo "[install] detectron2 already installed: $("$PY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)')"
