@@ -80,6 +80,7 @@ class OnnxPosePipeline:
     def crops(self, image_bgr: np.ndarray, matrices: np.ndarray) -> np.ndarray:
         """(N, 3, h, w) float32 normalised crops of a BGR uint8 image for (N, 2, 3) affine matrices."""
         image = image_bgr[:, :, ::-1] if self.metadata.channel_order == "RGB" else image_bgr
+        image = np.ascontiguousarray(image)  # once, not per crop
         raw = np.stack([geometry.warp_image(image, m, self.image_size) for m in matrices])  # (N, h, w, 3) uint8
         x = raw.transpose(0, 3, 1, 2).astype(np.float32)
         return (x - self._mean) / self._std
