@@ -23,6 +23,8 @@ setup(
         "pycocotools",
         "xtcocotools",
         "setuptools<81",
+        "onnx",
+        "onnxruntime",
     ],
     extras_require={
         "test": ["pytest"],

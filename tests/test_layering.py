@@ -87,3 +87,19 @@ def test_every_cited_quirk_is_documented():
         text = path.read_text()
         if re.search(r"quirks? \d", text):
             assert "docs/mmpose_quirks.md" in text, path
+
+
+def test_onnx_runtime_side_imports_no_torch():
+    """The exported model's runtime (hrnext_d2.export minus the exporter) imports numpy, onnxruntime
+    and the numerics only; tests/export/test_onnx_pipeline.py runs it with torch unimportable."""
+    runtime = [PACKAGE / "export" / name for name in ("__init__.py", "metadata.py", "onnx_pipeline.py")]
+    allowed = ("hrnext_d2.topdown", "hrnext_d2.export.metadata", "hrnext_d2.export.onnx_pipeline")
+    for path in runtime:
+        for mod in _imports(path):
+            top = mod.split(".")[0]
+            if top == "hrnext_d2":
+                assert mod.startswith(allowed), f"{path.name} imports {mod}"
+            else:
+                assert top in ("numpy", "cv2", "onnxruntime", "json", "logging", "pathlib", "typing", "dataclasses"), (
+                    f"{path.name} imports {mod}"
+                )

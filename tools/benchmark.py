@@ -4,6 +4,7 @@
     python tools/benchmark.py                                  # HRNeXt-S, CPU, ~3-5 minutes on 2 cores
     python tools/benchmark.py --repeats 9 --train-repeats 5 --json out.json
     python tools/benchmark.py --device cuda --amp bf16 --config-file configs/coco/hrnext_base_coco_384x288.yaml
+    python tools/benchmark.py --onnx --train-repeats 0              # + the ONNX export on onnxruntime
 
 In one process, every variant runs the same input, alternating run by run; the medians give images/s
 for inference (eval, no_grad) and for a training step (forward + MSE + backward), and the ratios of
@@ -12,7 +13,9 @@ ours to each baseline. Variants:
   format the model is tuned for;
 - reference: both off (the official code's formulation, same weights);
 - timm hrnet_w32 (+ a 1x1 conv to K heatmaps on its stride-4 branch), NCHW and channels_last
-  (needs `pip install timm`; skipped with a message otherwise).
+  (needs `pip install timm`; skipped with a message otherwise);
+- with --onnx: ours exported to ONNX (the exporter of tools/deploy/export_model.py) on onnxruntime's
+  CPU provider with --threads intra-op threads (inference only).
 Run-to-run noise on a shared machine is large: compare only numbers from the same run; the spread
 printed beside each median is (max - min) / median over the timed runs.
 """
@@ -21,6 +24,7 @@ import contextlib
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -36,6 +40,7 @@ from torch import nn
 
 from hrnext_d2 import add_hrnext_config
 from hrnext_d2.checkpoint.synthetic_weights import fill_like_official
+from hrnext_d2.export.exporter import max_relative_error, trace_to_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,6 +79,22 @@ def build_timm_hrnet_w32(k: int) -> Optional[PoseNet]:
         return None
     backbone = timm.create_model("hrnet_w32", features_only=True, feature_location="", out_indices=(1,))
     return PoseNet(backbone, backbone.feature_info.channels()[0], k, feature=None)
+
+
+def onnxruntime_inference(model: nn.Module, x: torch.Tensor, threads: int, folder: str):
+    """`model` exported to ONNX in `folder`, as a callable on `x` run by onnxruntime (CPU provider,
+    `threads` intra-op threads), and its max relative difference from the eager model on `x`."""
+    import onnxruntime as ort  # the export extra; only needed with --onnx
+
+    path = trace_to_onnx(model, x[:2], Path(folder) / "model.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    crops = x.numpy()
+    with torch.no_grad():
+        err = max_relative_error(session.run(None, {"crops": crops})[0], model(x).numpy())
+    return (lambda: session.run(None, {"crops": crops})), err
 
 
 def _autocast(device: str, amp: Optional[str]):
@@ -133,6 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7, help="timed inference runs per variant")
     p.add_argument("--train-repeats", type=int, default=5, help="timed training steps per variant (0: skip)")
     p.add_argument("--no-timm", action="store_true", help="skip the HRNet-W32 baselines")
+    p.add_argument("--onnx", action="store_true", help="also time ours exported to ONNX on onnxruntime (CPU)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures to FILE")
     args = p.parse_args(argv)
 
@@ -183,7 +205,16 @@ def main(argv=None) -> int:
                 models[name](inputs[name])
         return run
 
-    t = alternate({n: infer(n) for n in models}, args.repeats, args.device)
+    fns = {n: infer(n) for n in models}
+    with tempfile.TemporaryDirectory() as folder:
+        if args.onnx:
+            if args.device != "cpu" or args.amp:
+                print("error: --onnx times onnxruntime's CPU provider in float32 (no --device cuda / --amp)", file=sys.stderr)
+                return 2
+            fns["onnxruntime"], err = onnxruntime_inference(ours, x, args.threads, folder)
+            print(f"onnxruntime: max rel difference from ours {err:.2e}", flush=True)
+            results["onnxruntime_vs_ours_max_rel_err"] = err
+        t = alternate(fns, args.repeats, args.device)
     results["inference"] = summarize(t, args.batch)
     report("inference", results["inference"])
 

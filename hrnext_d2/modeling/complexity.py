@@ -18,6 +18,7 @@ from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from .layers import formulation as formulation_context
+from .layers.export_forms import use_export_forms
 
 __all__ = ["ComplexityReport", "build_pose_model_for_counting", "count_complexity", "summarize_config",
            "PAPER_COUNTER_NOTE"]
@@ -124,7 +125,9 @@ def count_complexity(runner: nn.Module, counted: nn.Module, image_hw: Tuple[int,
     runner.eval()
     h, w = (int(v) for v in image_hw)
     try:
-        with formulation_context(counted.backbone, fast_ops=formulation == "fast", fuse_inference=False):
+        # fvcore traces the model: keep the eager formulations (not the export forms a trace selects).
+        with formulation_context(counted.backbone, fast_ops=formulation == "fast", fuse_inference=False), \
+                use_export_forms(False):
             fa = FlopCountAnalysis(runner, (torch.zeros(1, 3, h, w),)).set_op_handle(**EXTRA_HANDLES)
             fa.unsupported_ops_warnings(False)
             fa.uncalled_modules_warnings(False)

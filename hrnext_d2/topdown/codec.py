@@ -5,7 +5,7 @@ head's flip shift) bit for bit under numpy 1.x promotion rules. Quirk numbers re
 docs/mmpose_quirks.md. Decoding is vectorised over persons and joints; only the DARK blur loops
 (one ``cv2.GaussianBlur`` per channel, which exact equality needs).
 """
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -314,6 +314,21 @@ class HeatmapCodec:
             dark_kernel=int(t.DARK_KERNEL),
             use_udp=bool(t.USE_UDP),
         )
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The constructor arguments as plain json values (written into an exported model's json)."""
+        return {
+            "image_size": list(self.image_size),
+            "heatmap_size": list(self.heatmap_size),
+            "sigma": float(self.sigma),
+            "post_process": self.post_process,
+            "dark_kernel": self.dark_kernel,
+            "use_udp": self.use_udp,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "HeatmapCodec":
+        return cls(**d)
 
     def __repr__(self) -> str:
         return (

@@ -3,8 +3,10 @@
 Inference crops every person box of an image in one ``grid_sample`` call on the model's device
 instead of one ``cv2.warpAffine`` per person on the CPU. With ``align_corners=True`` and the
 sampling grid expressed in pixel indices (integer = pixel centre), ``grid_sample``'s bilinear
-interpolation with zero padding computes exactly what OpenCV's INTER_LINEAR with a constant-0 border
-computes, up to OpenCV's 1/32-pixel fixed-point arithmetic (about 1 grey level on ~2% of pixels).
+interpolation with zero padding computes what OpenCV's INTER_LINEAR with a constant-0 border
+computes; snapping to OpenCV's 1/32-pixel grid and its 8-bit rounding makes uint8 crops identical
+to cv2's, so the model and a cv2-based runtime (the exported onnxruntime pipeline) see the same
+pixels.
 """
 from typing import Sequence, Tuple, Union
 
@@ -49,10 +51,11 @@ def warp_affine_crops(
             coordinates (what ``cv2.warpAffine`` takes), e.g. from ``geometry.get_affine_transform``.
         output_size: crop size (w, h).
         round_to_uint8: round and clamp the result to 0..255 like OpenCV's 8-bit output (mmpose warps
-            uint8 images), so the crops match the reference pipeline closely.
+            uint8 images). With ``cv2_subpixel`` too, the crops of an integer-valued image equal
+            cv2.warpAffine's (INTER_LINEAR, constant-0 border) exactly.
         cv2_subpixel: snap source coordinates to OpenCV's 1/32-pixel fixed-point grid (what
             cv2.warpAffine samples); on real photos this brings the mean difference to cv2 from
-            ~0.1 to ~0.01 grey levels.
+            ~0.1 to ~0.01 grey levels before rounding, to 0 with ``round_to_uint8``.
 
     Returns:
         (N, C, h, w) float32 crops (float64 if the image is float64), unnormalised; pixels whose
@@ -86,14 +89,24 @@ def warp_affine_crops(
         [src_x * (2.0 / max(in_w - 1, 1)) - 1.0, src_y * (2.0 / max(in_h - 1, 1)) - 1.0], dim=-1
     )  # (N, h, w, 2)
     # Stack the N grids vertically and sample the single image once: no N-fold copy of the image.
-    grid = grid.reshape(1, n * out_h, out_w, 2).to(dtype)
+    # cv2's 8-bit result is computed in float64 (see below), everything else in the image's dtype.
+    exact_8bit = round_to_uint8 and cv2_subpixel
+    sample_dtype = torch.float64 if exact_8bit else dtype
+    grid = grid.reshape(1, n * out_h, out_w, 2).to(sample_dtype)
 
-    src = image.to(dtype).unsqueeze(0)
+    src = image.to(sample_dtype).unsqueeze(0)
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     out = out.reshape(c, n, out_h, out_w).permute(1, 0, 2, 3).contiguous()
-    if round_to_uint8:
+    if exact_8bit:
+        # cv2's 8-bit bilinear warp: on its 1/32-pixel grid the four weights are integers in units
+        # of 1/1024 (k * l / 1024, summing to exactly 1), the weighted sum is an integer number of
+        # 1/1024 grey levels, rounded half up. float64 sampling lands within 1e-7 of that multiple
+        # of 1/1024 on integer-valued images: snap to it, then round half up (torch.round would
+        # round ties to even, the 1-level differences on ~0.5% of pixels).
+        out = torch.floor(torch.round(out * 1024.0) / 1024.0 + 0.5).clamp_(0, 255)
+    elif round_to_uint8:
         out = out.round_().clamp_(0, 255)
-    return out
+    return out.to(dtype)
 
 
 def _cv2_fixed_point(row: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ from ..layers import (
     norm_scale_shift,
     set_formulation,
 )
+from ..layers.export_forms import dilated_depthwise_export, export_forms_active
 
 __all__ = ["HRNeXt", "build_hrnext_backbone", "HighResolutionContextBlock", "HighResolutionContextModule"]
 
@@ -65,6 +66,8 @@ class GlobalSpatialAttention(FormulationMixin, nn.Module):
         self.norm3 = get_norm(norm, dim)
 
     def dilated(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        if export_forms_active():  # no size arithmetic in the graph (layers/export_forms.py)
+            return dilated_depthwise_export(x, weight, bias, 3, 9)
         if self.fast_ops:
             if cpu_kernels_usable(x):
                 return depthwise_conv2d(x, weight, bias, 1, 9, 3)

@@ -19,6 +19,7 @@ from detectron2.utils import comm
 from torch import nn
 
 from .depthwise_nhwc import depthwise_conv2d
+from .export_forms import dynamic_conv_export, export_forms_active
 from .formulation import FormulationMixin
 from .norm import norm_scale_shift
 from .sync_batch_norm import get_norm
@@ -110,6 +111,12 @@ class KernelAggregation(FormulationMixin, nn.Module):
         convolution with the batch folded into the groups. `gelu`: the exact GELU of the result
         (fused into the depthwise kernel at inference). `input_bias` (B, C): convolve x + input_bias.
         """
+        if export_forms_active():  # static weights, symbolic batch (layers/export_forms.py)
+            if input_bias is not None:
+                x = x + input_bias.view(x.shape[0], -1, 1, 1)
+            y = dynamic_conv_export(x, attention, bank, bias, self.stride, self.padding, self.dilation,
+                                    self.groups)
+            return F.gelu(y) if gelu else y
         if input_bias is not None and not (fast and self.is_depthwise):
             x = x + input_bias.view(x.shape[0], -1, 1, 1)
         if fast and self.is_depthwise:
