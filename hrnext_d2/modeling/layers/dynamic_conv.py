@@ -25,9 +25,10 @@ from .norm import norm_scale_shift
 from .sync_batch_norm import get_norm
 
 
-class KernelAttention(nn.Module):
+class KernelAttention(FormulationMixin, nn.Module):
     """K sigmoid weights per sample: global average pool, 1x1 conv (C -> C/4, or -> K for RGB input),
-    norm, GELU, 1x1 conv with bias (-> K)."""
+    norm, GELU, 1x1 conv with bias (-> K). Fast form: the pool's gradient is a broadcast view, not a
+    full-size tensor (`spatial_mean`)."""
 
     def __init__(self, channels: int, num_kernels: int, norm: str = "BN", reduction: int = 4):
         super().__init__()
@@ -44,7 +45,7 @@ class KernelAttention(nn.Module):
                 "training needs at least 2 samples per process (got batch size 1). Use a larger batch, "
                 "synchronised BN across processes, or eval mode."
             )
-        a = F.adaptive_avg_pool2d(x, 1)
+        a = spatial_mean(x)[:, :, None, None] if self.fast_ops else F.adaptive_avg_pool2d(x, 1)
         a = F.gelu(self.norm(self.conv1(a)))
         a = self.conv2(a).view(x.shape[0], -1)
         return torch.sigmoid(a)
@@ -271,7 +272,23 @@ class DConv(nn.Module):
 
 
 def spatial_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean over H, W of (B, C, H, W) -> (B, C); reads a channels-last tensor row by row."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]).mean(1)
-    return x.mean((2, 3))
+    """Mean over H, W of (B, C, H, W) -> (B, C). Reads a channels-last tensor row by row; its
+    gradient is the (B, C) gradient / HW broadcast as a view (no full-size tensor written)."""
+    if torch.is_grad_enabled() and x.requires_grad and not (torch.jit.is_tracing() or torch.jit.is_scripting()):
+        return _SpatialMean.apply(x)
+    return _SpatialMean.forward(None, x)
+
+
+class _SpatialMean(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        if ctx is not None:
+            ctx.shape = x.shape
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]).mean(1)
+        return x.mean((2, 3))
+
+    @staticmethod
+    def backward(ctx, g):
+        B, C, H, W = ctx.shape
+        return (g / (H * W)).view(B, C, 1, 1).expand(B, C, H, W)
