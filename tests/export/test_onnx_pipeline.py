@@ -102,3 +102,25 @@ def test_pipeline_runs_without_torch(crowdpose_onnx_flip):
     inst = crowdpose_onnx_flip.predictor(cv2.imread(str(path)), boxes)["instances"]
     out = {k: np.asarray(v, dtype=np.int64 if k == "box_indices" else np.float32) for k, v in result.items() if k != "loaded"}
     _assert_same_as_predictor(out, inst, boxes)
+
+
+def test_demo_backend_runs_the_real_pipeline(coco_onnx):
+    """tools/demo.py --backend onnxruntime --model DIR: the exported pipeline behind the demo's backend
+    gives the predictor's persons as Instances; no boxes = the whole image, as the top-down backend."""
+    from hrnext_d2.engine.pose_backends import build_pose_backend
+
+    backend = build_pose_backend(coco_onnx.cfg, "onnxruntime", str(coco_onnx.model_dir))
+    path, boxes = _fixture_images("coco")[0]
+    image = cv2.imread(str(path))
+    scores = np.linspace(0.9, 0.6, len(boxes))
+    inst = backend(image, boxes, scores)
+    ref = coco_onnx.predictor(image, boxes, scores)["instances"]
+    assert inst.image_size == image.shape[:2] and len(inst) == len(ref) == len(boxes)
+    np.testing.assert_allclose(inst.pred_boxes.tensor.numpy(), ref.pred_boxes.tensor.numpy(), atol=1e-4)
+    assert np.abs(inst.pred_keypoints[..., :2].numpy() - ref.pred_keypoints[..., :2].numpy()).max() <= 1e-3
+    assert np.abs(inst.scores.numpy() - ref.scores.numpy()).max() <= 1e-3
+    assert inst.pred_classes.tolist() == [0] * len(boxes)
+    whole = backend(image)
+    h, w = image.shape[:2]
+    assert len(whole) == 1 and whole.pred_boxes.tensor.tolist() == [[0.0, 0.0, float(w), float(h)]]
+    assert whole.pred_keypoints.shape == (1, 17, 3)

@@ -105,8 +105,23 @@ def _copypaste(out):
 
 
 def _predictions(out_dir, dataset):
+    """The saved predictions, order-free: sorted by image, then by keypoint positions."""
     with open(os.path.join(out_dir, "inference", dataset, "keypoints_results.json")) as f:
-        return sorted(json.dumps(r, sort_keys=True) for r in json.load(f))  # order-free
+        results = json.load(f)
+    return sorted(results, key=lambda r: (r["image_id"], r["category_id"], r["keypoints"][0::3], r["keypoints"][1::3], round(r["score"], 5)))
+
+
+def _assert_same_predictions(gathered, single):
+    """Same people, same keypoint positions; scores equal to float rounding. Each process batches
+    its own share of the images (TEST.IMS_PER_BATCH), and a matmul over a different batch may sum
+    in a different order: scores then differ in the 7th significant digit (measured 4e-7 relative)."""
+    assert len(gathered) == len(single)
+    for g, s in zip(gathered, single):
+        assert (g["image_id"], g["category_id"]) == (s["image_id"], s["category_id"])
+        assert g["keypoints"][0::3] == pytest.approx(s["keypoints"][0::3], abs=1e-3)
+        assert g["keypoints"][1::3] == pytest.approx(s["keypoints"][1::3], abs=1e-3)
+        assert g["keypoints"][2::3] == pytest.approx(s["keypoints"][2::3], rel=1e-5, abs=1e-9)
+        assert g["score"] == pytest.approx(s["score"], rel=1e-5, abs=1e-9)
 
 
 def _fixture_cfg(out_dir, max_iter=2):
@@ -122,17 +137,17 @@ def _fixture_cfg(out_dir, max_iter=2):
 
 def _assert_single_process_evaluation_equal(out_dir, tmp_path):
     """One process evaluating model_final.pth gives the predictions and metrics the two processes
-    gathered (metrics.json holds the final evaluation at full precision)."""
+    gathered, up to float rounding (metrics.json holds the final evaluation at full precision)."""
     cfg = _fixture_cfg(tmp_path / "single")
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model).load(str(out_dir / "model_final.pth"))
     torch.set_num_threads(1)  # as the processes (OMP_NUM_THREADS=1): the same float summation order
     single = Trainer.test(cfg, model)["keypoints"]
-    assert _predictions(out_dir, "crowdpose_test") == _predictions(tmp_path / "single", CROWDPOSE_FIXTURE_DET)
+    _assert_same_predictions(_predictions(out_dir, "crowdpose_test"), _predictions(tmp_path / "single", CROWDPOSE_FIXTURE_DET))
     gathered = [json.loads(line) for line in open(out_dir / "metrics.json") if "keypoints/AP" in line][-1]
     assert len(single) == 9
     for name, value in single.items():
-        assert gathered[f"keypoints/{name}"] == pytest.approx(value, abs=1e-12, nan_ok=True), name
+        assert gathered[f"keypoints/{name}"] == pytest.approx(value, abs=1e-9, nan_ok=True), name
 
 
 def _assert_one_training(out_dir, out_text, logs, max_iter):
