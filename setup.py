@@ -12,6 +12,8 @@ setup(
     version="0.1.0",
     description="HRNeXt (High-Resolution Context Network) top-down pose estimation for Detectron2",
     packages=find_packages(include=["hrnext_d2", "hrnext_d2.*"]),
+    # The CPU kernels' C sources, compiled on first use (hrnext_d2/modeling/layers/depthwise_nhwc.py).
+    package_data={"hrnext_d2.modeling.layers": ["csrc/*.c"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.0",
