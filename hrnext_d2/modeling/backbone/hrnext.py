@@ -74,8 +74,15 @@ class GlobalSpatialAttention(FormulationMixin, nn.Module):
             return dilated_depthwise_conv2d(x, weight, bias, 3, 9)
         return F.conv2d(x, weight, bias, 1, 9, 3, x.shape[1])
 
+    def depthwise5x5(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """The 5x5 depthwise conv; in the fast path on the CPU kernels (PyTorch's own channels-last
+        depthwise backward here is its slow reference convolution)."""
+        if self.fast_ops and not export_forms_active() and cpu_kernels_usable(x):
+            return depthwise_conv2d(x, weight, bias, 1, 2)
+        return F.conv2d(x, weight, bias, 1, 2, 1, x.shape[1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.norm1(self.dw(x))
+        a = self.norm1(self.depthwise5x5(x, self.dw.weight, None))
         a = self.norm2(self.dilated(a, self.dwd.weight, None))
         a = self.norm3(self.pw(a))
         return x * a
