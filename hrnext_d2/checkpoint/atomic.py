@@ -3,21 +3,20 @@ under the final name (the file there is always the previous one or the complete 
 import contextlib
 import glob
 import os
-from typing import Any
+from typing import IO, Any, Callable
 
 import torch
 
 __all__ = ["atomic_torch_save", "atomic_write_text"]
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same folder and ``os.replace``: the
-    file under ``path`` is always either the previous one or the complete new one."""
-    folder = os.path.dirname(os.path.abspath(path))
+def _replace_atomically(path: str, mode: str, write: Callable[[IO], None]) -> None:
+    """Write through ``<path>.tmp-<pid>`` (flushed, fsynced), then ``os.replace`` it onto ``path``;
+    the temporary file is removed when writing fails."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
+        with open(tmp, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -25,7 +24,13 @@ def atomic_torch_save(obj: Any, path: str) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-    _fsync_folder(folder)
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save(obj, path)`` through a temporary file in the same folder and ``os.replace``: the
+    file under ``path`` is always either the previous one or the complete new one."""
+    _replace_atomically(path, "wb", lambda f: torch.save(obj, f))
+    _fsync_folder(os.path.dirname(os.path.abspath(path)))
     # Temporary files of earlier processes killed while writing this name.
     for stale in glob.glob(glob.escape(path) + ".tmp-*"):
         with contextlib.suppress(OSError):
@@ -34,17 +39,7 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    _replace_atomically(path, "w", lambda f: f.write(text))
 
 
 def _fsync_folder(folder: str) -> None:

@@ -69,3 +69,18 @@ def tiny_cfg(output_dir: str = "", train=(COCO_FIXTURE,), test=(COCO_FIXTURE,), 
     cfg.SEED = 7
     cfg.OUTPUT_DIR = output_dir
     return cfg
+
+
+def crowdpose_reference_layout(tmp_path):
+    """The CrowdPose fixtures in the reference layout under tmp_path/data, returned as the datasets
+    root: crowdpose/annotations/mmpose_crowdpose_{trainval,test}.json (both the fixture's ground
+    truth), det_for_crowd_test_0.1_0.5.json (its detections) and crowdpose/images/."""
+    fixtures = shared_path("fixtures", "crowdpose")
+    ann = tmp_path / "data" / "crowdpose" / "annotations"
+    ann.mkdir(parents=True)
+    gt = fixtures / "annotations" / "test_crowdpose.json"
+    os.symlink(gt, ann / "mmpose_crowdpose_test.json")
+    os.symlink(gt, ann / "mmpose_crowdpose_trainval.json")
+    os.symlink(fixtures / "annotations" / "test_crowdpose_det_AP_40.json", ann / "det_for_crowd_test_0.1_0.5.json")
+    os.symlink(fixtures / "images", tmp_path / "data" / "crowdpose" / "images")
+    return tmp_path / "data"

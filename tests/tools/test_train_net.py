@@ -10,27 +10,15 @@ import pytest
 import torch
 
 from hrnext_d2.checkpoint import convert_mmpose_checkpoint
-from tests.conftest import REPO_ROOT, shared_path, tool_env
+from tests.conftest import REPO_ROOT, tool_env
 from tests.golden_weights import manifest, official_state_dict
+from tests.data.topdown_fixtures import crowdpose_reference_layout
 
 # End to end (processes, training runs): deselect with -m "not slow".
 pytestmark = pytest.mark.slow
 
 CONFIG = "configs/crowdpose/hrnext_small_crowdpose_256x192.yaml"
 TABLE_HEADER = "AP(easy)"
-
-
-def _crowdpose_root(tmp_path):
-    """<root>/crowdpose/{annotations/mmpose_crowdpose_{trainval,test}.json, det file, images/}."""
-    fixtures = shared_path("fixtures", "crowdpose")
-    ann = tmp_path / "data" / "crowdpose" / "annotations"
-    ann.mkdir(parents=True)
-    gt = fixtures / "annotations" / "test_crowdpose.json"
-    os.symlink(gt, ann / "mmpose_crowdpose_test.json")
-    os.symlink(gt, ann / "mmpose_crowdpose_trainval.json")
-    os.symlink(fixtures / "annotations" / "test_crowdpose_det_AP_40.json", ann / "det_for_crowd_test_0.1_0.5.json")
-    os.symlink(fixtures / "images", tmp_path / "data" / "crowdpose" / "images")
-    return tmp_path / "data"
 
 
 def _run(args, root, timeout=600):
@@ -51,7 +39,7 @@ def _copypaste_values(out):
 
 
 def test_train_then_evaluate_crowdpose_layout(tmp_path):
-    root = _crowdpose_root(tmp_path)
+    root = crowdpose_reference_layout(tmp_path)
     tiny = []
     for stage, branches in (("STAGE1", 1), ("STAGE2", 2), ("STAGE3", 3), ("STAGE4", 4)):
         tiny += [f"MODEL.HRNEXT.{stage}.NUM_MODULES", "1", f"MODEL.HRNEXT.{stage}.NUM_BLOCKS", str([1] * branches)]
@@ -76,7 +64,7 @@ def test_train_then_evaluate_crowdpose_layout(tmp_path):
 
 
 def test_eval_only_with_converted_official_weights(tmp_path):
-    root = _crowdpose_root(tmp_path)
+    root = crowdpose_reference_layout(tmp_path)
     official = tmp_path / "hrnext_small_crowdpose_official.pth"
     torch.save({"state_dict": official_state_dict(manifest("hrnext_s_crowdpose"), seed=1)}, official)
     converted = tmp_path / "hrnext_small_crowdpose_d2.pth"

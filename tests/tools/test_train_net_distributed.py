@@ -19,8 +19,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from hrnext_d2.engine import Trainer
 from hrnext_d2.engine.consistency import model_state_digest
-from tests.conftest import REPO_ROOT, shared_path, tool_env
-from tests.data.topdown_fixtures import CROWDPOSE_FIXTURE, CROWDPOSE_FIXTURE_DET, register_fixture_datasets, tiny_cfg
+from tests.conftest import REPO_ROOT, tool_env
+from tests.data.topdown_fixtures import (
+    CROWDPOSE_FIXTURE, CROWDPOSE_FIXTURE_DET, crowdpose_reference_layout, register_fixture_datasets, tiny_cfg,
+)
 
 # End to end (processes, training runs): deselect with -m "not slow".
 pytestmark = pytest.mark.slow
@@ -33,19 +35,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _crowdpose_root(tmp_path):
-    """The CrowdPose fixtures in the reference layout: <root>/crowdpose/{annotations,images}."""
-    fixtures = shared_path("fixtures", "crowdpose")
-    ann = tmp_path / "data" / "crowdpose" / "annotations"
-    ann.mkdir(parents=True)
-    gt = fixtures / "annotations" / "test_crowdpose.json"
-    os.symlink(gt, ann / "mmpose_crowdpose_test.json")
-    os.symlink(gt, ann / "mmpose_crowdpose_trainval.json")
-    os.symlink(fixtures / "annotations" / "test_crowdpose_det_AP_40.json", ann / "det_for_crowd_test_0.1_0.5.json")
-    os.symlink(fixtures / "images", tmp_path / "data" / "crowdpose" / "images")
-    return tmp_path / "data"
 
 
 def _config_file(tmp_path, max_iter=2, checkpoint_period=1000):
@@ -192,7 +181,7 @@ def checkpoint_at_iteration_1(tmp_path_factory):
 
 
 def test_torchrun_two_processes_train_and_evaluate_once(tmp_path):
-    root = _crowdpose_root(tmp_path)
+    root = crowdpose_reference_layout(tmp_path)
     out_dir = tmp_path / "torchrun"
     start = time.monotonic()
     proc = subprocess.run(
@@ -208,7 +197,7 @@ def test_torchrun_two_processes_train_and_evaluate_once(tmp_path):
 
 
 def test_two_machines_on_loopback_train_and_evaluate(tmp_path):
-    root = _crowdpose_root(tmp_path)
+    root = crowdpose_reference_layout(tmp_path)
     out_dir = tmp_path / "shared_out"  # both machines see the same OUTPUT_DIR (shared storage)
     codes, outs, secs = _two_machines(_config_file(tmp_path), root, [out_dir, out_dir], tmp_path)
     assert codes == [0, 0], outs[0][-4000:] + outs[1][-4000:]
@@ -220,7 +209,7 @@ def test_two_machines_on_loopback_train_and_evaluate(tmp_path):
 
 
 def test_two_machines_on_loopback_resume(tmp_path, checkpoint_at_iteration_1):
-    root = _crowdpose_root(tmp_path)
+    root = crowdpose_reference_layout(tmp_path)
     out_dir = tmp_path / "shared_out"
     shutil.copytree(checkpoint_at_iteration_1, out_dir)
     codes, outs, secs = _two_machines(_config_file(tmp_path, max_iter=3), root, [out_dir, out_dir], tmp_path,
@@ -237,7 +226,7 @@ def test_two_machines_on_loopback_resume(tmp_path, checkpoint_at_iteration_1):
 def test_machines_resuming_from_different_iterations_fail_fast(tmp_path, checkpoint_at_iteration_1):
     """Separate OUTPUT_DIRs and --resume: machine 0 has a checkpoint, machine 1 none. Both stop with
     an error naming each process's iteration and checkpoint, instead of training apart and hanging."""
-    root = _crowdpose_root(tmp_path)
+    root = crowdpose_reference_layout(tmp_path)
     dir0, dir1 = tmp_path / "machine0", tmp_path / "machine1"
     shutil.copytree(checkpoint_at_iteration_1, dir0)
     codes, outs, secs = _two_machines(_config_file(tmp_path, max_iter=3), root, [dir0, dir1], tmp_path,
