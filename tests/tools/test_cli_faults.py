@@ -10,7 +10,8 @@ import torch
 from tests.conftest import REPO_ROOT, tool_env
 from tests.fault_injection import copy_coco_fixture, truncate, write_exif_rotated
 from tests.golden_weights import manifest, official_state_dict
-from tests.tools.test_train_net import CONFIG, _crowdpose_root
+from tests.data.topdown_fixtures import crowdpose_reference_layout
+from tests.tools.test_train_net import CONFIG
 
 # End to end (processes): deselect with -m "not slow".
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ def _tool(name, args, root=None):
 
 
 def test_eval_only_without_weights_or_with_another_models_weights_fails(tmp_path):
-    root = _crowdpose_root(tmp_path)
+    root = crowdpose_reference_layout(tmp_path)
     common = ["--config-file", CONFIG, "--eval-only", "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0",
               "OUTPUT_DIR", str(tmp_path / "eval")]
     code, out = _tool("train_net.py", common, root)

@@ -12,7 +12,7 @@ from detectron2 import model_zoo
 from tests.conftest import REPO_ROOT, tool_env
 from tests.golden_weights import manifest, official_state_dict
 from tests.rcnn_configs import D2_KEYPOINT_RCNN
-from tests.tools.test_train_net import _crowdpose_root
+from tests.data.topdown_fixtures import crowdpose_reference_layout
 
 # End to end (processes, training runs): deselect with -m "not slow".
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def _copypaste_tasks(out):
 
 
 def test_detectron2_keypoint_config_with_our_names_and_official_weights(tmp_path):
-    root = _crowdpose_root(tmp_path)
+    root = crowdpose_reference_layout(tmp_path)
     official = tmp_path / "hrnext_s_crowdpose.pth"
     torch.save({"state_dict": official_state_dict(manifest("hrnext_s_crowdpose"), seed=1)}, official)
     out = _run(["--config-file", model_zoo.get_config_file(D2_KEYPOINT_RCNN),
