@@ -122,8 +122,7 @@ class KernelAggregation(FormulationMixin, nn.Module):
             x = x + input_bias.view(x.shape[0], -1, 1, 1)
         if fast and self.is_depthwise:
             B = x.shape[0]
-            kernels = torch.mm(attention, bank.reshape(self.num_kernels, -1))
-            kernels = kernels.view(B, self.out_channels, self.kernel_size, self.kernel_size)
+            kernels = self.sample_kernels(attention, bank).view(B, self.out_channels, self.kernel_size, self.kernel_size)
             if bias is not None:
                 bias = bias.expand(B, self.out_channels)
             return depthwise_conv2d(x, kernels, bias, self.stride, self.padding, self.dilation, gelu=gelu,
@@ -131,11 +130,16 @@ class KernelAggregation(FormulationMixin, nn.Module):
         y = self._convolve(x, attention, bank, bias, fast)
         return F.gelu(y) if gelu else y
 
+    def sample_kernels(self, attention: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+        """Per-sample kernels sum_k attention[b, k] * bank[k], flattened: (B, out * in/groups * k * k)."""
+        return torch.mm(attention, bank.reshape(self.num_kernels, -1))
+
     def _convolve(self, x: torch.Tensor, attention: torch.Tensor, bank: torch.Tensor,
-                  bias: Optional[torch.Tensor], fast: bool) -> torch.Tensor:
+                  bias: Optional[torch.Tensor], fast: bool, kernels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`kernels`: `sample_kernels(attention, bank)` when the caller has them already."""
         B, C, H, W = x.shape
-        K = self.num_kernels
-        kernels = torch.mm(attention, bank.reshape(K, -1))
+        if kernels is None:
+            kernels = self.sample_kernels(attention, bank)
         if fast and self.is_pointwise:
             kernels = kernels.view(B, self.out_channels, self.in_channels)
             if bias is not None:
@@ -265,9 +269,10 @@ class DConv(nn.Module):
         bias = f["bias"].expand(B, agg.out_channels)
         if "bias_bank" in f:
             bias = torch.addmm(f["bias"], att, f["bias_bank"])
-        kernels = torch.mm(att, f["bank"].reshape(agg.num_kernels, -1)).view(B, agg.out_channels, agg.in_channels)
-        y = agg._convolve(x, att, f["bank"], None, True)
-        pooled = torch.baddbmm(bias.unsqueeze(2), kernels, pooled_x.unsqueeze(2)).squeeze(2)
+        kernels = agg.sample_kernels(att, f["bank"])
+        y = agg._convolve(x, att, f["bank"], None, True, kernels)
+        pooled = torch.baddbmm(bias.unsqueeze(2), kernels.view(B, agg.out_channels, agg.in_channels),
+                               pooled_x.unsqueeze(2)).squeeze(2)
         return y, bias, pooled
 
 
