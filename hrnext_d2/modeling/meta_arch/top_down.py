@@ -248,8 +248,11 @@ class TopDownPoseEstimator(nn.Module):
         k = self.num_keypoints
         keypoints = [np.zeros((len(im[0]), k, 3), np.float32) for im in images]
         kept_heatmaps: List[List[torch.Tensor]] = [[] for _ in images]
+        on_device: Dict[int, torch.Tensor] = {}  # each image moved to the device once, even across chunks
         for segments in self._chunks([len(im[0]) for im in images]):
-            crops = torch.cat([self._crops(batched_inputs[i], images[i][4][a:b]) for i, a, b in segments])
+            for i in {i for i, _, _ in segments} - on_device.keys():
+                on_device[i] = batched_inputs[i]["image"].to(self.device, non_blocking=True)
+            crops = torch.cat([self._crops(on_device[i], images[i][4][a:b]) for i, a, b in segments])
             heatmaps = self.crop_heatmaps(crops)
             offset = 0
             for i, a, b in segments:
@@ -284,10 +287,10 @@ class TopDownPoseEstimator(nn.Module):
         if segments:
             yield segments
 
-    def _crops(self, inp: Dict, mats: np.ndarray) -> torch.Tensor:
-        """Normalised RGB crops (N, 3, H, W) of one input image for forward affine matrices (N, 2, 3)."""
+    def _crops(self, image: torch.Tensor, mats: np.ndarray) -> torch.Tensor:
+        """Normalised RGB crops (N, 3, H, W) of one image (C, H, W) on the model's device for forward
+        affine matrices (N, 2, 3)."""
         mean, std = self._normalizer()
-        image = inp["image"].to(self.device, non_blocking=True)
         raw = warp_affine_crops(image, mats, self.image_size, round_to_uint8=True)
         return normalize_crops(self._to_rgb(raw), mean, std)
 
