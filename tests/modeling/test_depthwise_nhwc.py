@@ -1,6 +1,8 @@
 """The compiled channels-last depthwise kernels: forward, input and weight gradients against
 PyTorch's convolution in float64, shared and per-sample kernels, the fused GELU, the fallbacks; and
 the whole fast path (channels-last + kernels) against the reference formulation in training."""
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -87,3 +89,36 @@ def test_traced_graphs_use_standard_ops():
     assert "aten::_convolution" in str(traced.graph) or "aten::conv2d" in str(traced.graph)
     x = torch.randn(3, 32, 5, 7)
     torch.testing.assert_close(traced(x), F.conv2d(x, w, None, 1, 1, 1, 32))
+
+
+_PROBE = """
+import torch, torch.nn.functional as F
+from hrnext_d2.modeling.layers.depthwise_nhwc import cpu_kernels_available, depthwise_conv2d
+x = torch.randn(2, 16, 9, 7).contiguous(memory_format=torch.channels_last); w = torch.randn(16, 1, 5, 5)
+err = (depthwise_conv2d(x, w, None, 1, 2) - F.conv2d(x, w, None, 1, 2, 1, 16)).abs().max().item()
+print("available", cpu_kernels_available(), "error", err)
+"""
+
+
+@pytest.mark.parametrize("env,available", [({}, True), ({"HRNEXT_D2_CPU_KERNELS": "0"}, False),
+                                           ({"CC": "/nonexistent/cc"}, False)])
+def test_kernel_switches_in_a_fresh_process(tmp_path, env, available):
+    """The kernels compile into $HRNEXT_D2_CACHE on first use; HRNEXT_D2_CPU_KERNELS=0 or a compiler
+    that fails leaves every call to PyTorch's conv (a warning names the failure), same results."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT, tool_env
+
+    if available and not (shutil.which("gcc") or shutil.which("cc")):
+        pytest.skip("no C compiler on this machine")
+    cache = tmp_path / "cache"
+    proc = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env=tool_env(HRNEXT_D2_CACHE=str(cache), **env))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    words = proc.stdout.split()
+    assert words[:2] == ["available", str(available)], proc.stdout
+    assert float(words[3]) < 1e-4
+    assert bool(list(cache.glob("depthwise_nhwc_*.so"))) == available
+    if "CC" in env:
+        assert "HRNeXt CPU depthwise kernels unavailable" in proc.stderr, proc.stderr[-2000:]
