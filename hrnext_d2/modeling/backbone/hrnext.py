@@ -75,9 +75,9 @@ class GlobalSpatialAttention(FormulationMixin, nn.Module):
         return F.conv2d(x, weight, bias, 1, 9, 3, x.shape[1])
 
     def depthwise5x5(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        """The 5x5 depthwise conv; in the fast path on the CPU kernels (PyTorch's own channels-last
-        depthwise backward here is its slow reference convolution)."""
-        if self.fast_ops and not export_forms_active() and cpu_kernels_usable(x):
+        """The 5x5 depthwise conv; in the fast path through `depthwise_conv2d` (the CPU kernels where
+        usable: PyTorch's own channels-last depthwise backward here is its slow reference conv)."""
+        if self.fast_ops:
             return depthwise_conv2d(x, weight, bias, 1, 2)
         return F.conv2d(x, weight, bias, 1, 2, 1, x.shape[1])
 
