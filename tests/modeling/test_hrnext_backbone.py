@@ -129,6 +129,43 @@ def test_fused_cache_follows_parameters_and_modes(s_model):
     model.zero_grad(set_to_none=True)
 
 
+def test_fused_cache_sees_reassigned_parameters_and_replaced_modules(s_model):
+    """The cache key is read from the modules' own dicts: a parameter assigned anew, a buffer
+    replaced, or a norm module swapped for another invalidates the folded form."""
+    model = s_model.float().eval()
+    model.set_formulation(fast_ops=True, fuse_inference=True)
+    x = torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(3))
+    block = model.stage2[0].branches[0][0]
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    old_norm = block.mlp1.norm2
+
+    def folded_equals_unfolded():
+        with torch.no_grad():
+            folded = model(x)["stride4"]
+            model.set_formulation(fuse_inference=False)
+            unfolded = model(x)["stride4"]
+            model.set_formulation(fuse_inference=True)
+            model(x)  # build the cache again before the next change
+        return _rel(folded, unfolded) <= 1e-5
+
+    try:
+        with torch.no_grad():
+            model(x)
+        block.layer_scale_2 = nn.Parameter(block.layer_scale_2.detach() * 4)
+        assert folded_equals_unfolded()
+        block.mlp1.norm2.running_mean = old_norm.running_mean + 0.3
+        assert folded_equals_unfolded()
+        new_norm = type(old_norm)(old_norm.num_features).eval()
+        with torch.no_grad():
+            new_norm.weight.uniform_(0.5, 2.0)
+            new_norm.running_var.uniform_(0.5, 2.0)
+        block.mlp1.norm2 = new_norm
+        assert folded_equals_unfolded()
+    finally:
+        block.mlp1.norm2 = old_norm
+        model.load_state_dict(saved)
+
+
 def test_gradient_checkpointing_gives_same_training_step():
     torch.manual_seed(0)
     plain = fill_like_official(_build(S_CFG, "MODEL.HRNEXT.DROP_PATH_RATE", 0.0), seed=5).train()
