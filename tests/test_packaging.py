@@ -17,6 +17,6 @@ def test_wheel_carries_the_cpu_kernel_sources(tmp_path):
     (wheel,) = tmp_path.glob("hrnext_d2-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "hrnext_d2/modeling/layers/csrc").glob("*.c")}
-    assert {"hrnext_d2/modeling/layers/csrc/depthwise_nhwc.c", "hrnext_d2/modeling/layers/csrc/gelu_fast_math.c"} <= sources
+    assert {"hrnext_d2/modeling/layers/csrc/depthwise_nhwc.c"} <= sources
     assert sources <= names, sorted(sources - names)
     assert "hrnext_d2/modeling/layers/depthwise_nhwc.py" in names

@@ -34,6 +34,7 @@ def _reference(x, w, b, pad, dil, per_sample):
         (2, 16, 6, 5, 5, 1, False, "shared"),    # map smaller than the kernel's reach
         (2, 40, 9, 7, 3, 1, True, None),         # C not a multiple of 16: scalar path
         (1, 48, 11, 8, 3, 2, True, "sample"),
+        (2, 256, 7, 20, 3, 1, True, "sample"),   # rows too wide for L1: channel blocks outer
     ],
 )
 def test_forward_and_gradients_match_pytorch(B, C, H, W, k, dil, per_sample, bias):
@@ -64,6 +65,13 @@ def test_forward_and_gradients_match_pytorch(B, C, H, W, k, dil, per_sample, bia
                               pad, dil, per_sample)
         got = depthwise_conv2d(x, w, b, 1, pad, dil, input_bias=offset.float())
         assert ((got.double() - expected).abs().max() / expected.abs().max()) < 2e-6
+        # the kernel's own sums of its output: the spatial mean without another pass
+        for gelu in (False, True):
+            got, mean = depthwise_conv2d(x, w, b, 1, pad, dil, gelu=gelu, input_bias=offset.float(), return_mean=True)
+            want = (F.gelu(expected) if gelu else expected).mean((2, 3))
+            assert mean.shape == (B, C)
+            assert ((mean.double() - want).abs().max() / want.abs().max()) < 1e-5
+            torch.testing.assert_close(got.double().mean((2, 3)), mean.double(), atol=1e-6, rtol=1e-5)
 
 
 def test_pytorch_path_when_not_usable(monkeypatch):

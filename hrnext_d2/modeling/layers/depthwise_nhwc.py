@@ -29,7 +29,7 @@ __all__ = ["depthwise_conv2d", "cpu_kernels_available", "cpu_kernels_usable"]
 logger = logging.getLogger(__name__)
 
 _CSRC = Path(__file__).with_name("csrc")
-_SOURCES = (_CSRC / "depthwise_nhwc.c", _CSRC / "gelu_fast_math.c")
+_SOURCES = (_CSRC / "depthwise_nhwc.c",)
 _CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=c99", "-ffp-contract=fast"]
 _lock = threading.Lock()
 _lib: Optional[ctypes.CDLL] = None
@@ -49,20 +49,12 @@ def _cpu_signature() -> str:
 
 
 def _compile(cc: str, out: Path) -> None:
-    """Build the library: the GELU file with -ffast-math (vectorised erff from glibc's libmvec), the
-    rest without; linked without -ffast-math so the process's denormal handling is untouched. Where
-    libmvec is missing, the GELU is built without -ffast-math (scalar erff, same values)."""
+    """Build the library into a temporary file, then move it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=str(out.parent)) as tmp:
-        main_o, gelu_o, lib = (os.path.join(tmp, n) for n in ("dw.o", "gelu.o", "lib.so"))
-        run = lambda args: subprocess.run([cc, *args], check=True, capture_output=True, text=True)  # noqa: E731
-        run([*_CFLAGS, "-c", str(_SOURCES[0]), "-o", main_o])
-        try:
-            run([*_CFLAGS, "-ffast-math", "-c", str(_SOURCES[1]), "-o", gelu_o])
-            run(["-shared", "-fopenmp", main_o, gelu_o, "-o", lib, "-lmvec", "-lm"])
-        except subprocess.CalledProcessError:
-            run([*_CFLAGS, "-c", str(_SOURCES[1]), "-o", gelu_o])
-            run(["-shared", "-fopenmp", main_o, gelu_o, "-o", lib, "-lm"])
+        lib = os.path.join(tmp, "lib.so")
+        subprocess.run([cc, *_CFLAGS, "-shared", *map(str, _SOURCES), "-o", lib, "-lm"],
+                       check=True, capture_output=True, text=True)
         os.replace(lib, out)  # atomic: concurrent processes never load a half-written file
 
 
@@ -96,7 +88,9 @@ def _load() -> Optional[ctypes.CDLL]:
             logger.warning(f"HRNeXt CPU depthwise kernels unavailable ({detail.strip()[:300]}); using PyTorch's path")
             return None
         p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
-        lib.hrnext_dw_forward.argtypes = [p, p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.hrnext_dw_forward.argtypes = [p, p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int, p]
+        lib.hrnext_dw_row_groups.argtypes = [ctypes.c_int64, ctypes.c_int64]
+        lib.hrnext_dw_row_groups.restype = ctypes.c_int64
         lib.hrnext_dw_backward_weight.argtypes = [p, p, p, i64p, ctypes.c_int64]
         lib.hrnext_bn_backward_nhwc.argtypes = [p, p, p, p, p, p, p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
         for fn in (lib.hrnext_dw_forward, lib.hrnext_dw_backward_weight, lib.hrnext_bn_backward_nhwc):
@@ -124,22 +118,9 @@ class _DepthwiseNHWC(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, per_sample, padding, dilation, gelu=False, input_bias=None):
-        lib = _load()
-        B, C, H, W = x.shape
-        kh, kw = weight.shape[-2:]
-        (ph, pw), (dh, dw) = padding, dilation
-        Ho, Wo = H + 2 * ph - dh * (kh - 1), W + 2 * pw - dw * (kw - 1)
-        xc = x.contiguous(memory_format=torch.channels_last)
-        w_taps = _taps_last(weight, B, C, per_sample)
-        b = None if bias is None else bias.contiguous()
-        y = torch.empty((B, C, Ho, Wo), dtype=x.dtype, memory_format=torch.channels_last)
-        ib = None if input_bias is None else input_bias.contiguous()
-        lib.hrnext_dw_forward(xc.data_ptr(), w_taps.data_ptr(), _ptr(b), _ptr(ib), y.data_ptr(),
-                              _shape(B, H, W, C, kh, kw, ph, pw, dh, dw, Ho, Wo),
-                              int(per_sample), int(b is not None and b.dim() == 2), int(gelu))
+        y, _, xc, w_taps, dims = _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bias)
         ctx.save_for_backward(xc, w_taps)
-        ctx.meta = (per_sample, bias is not None and bias.dim() == 2, bias is not None, tuple(weight.shape),
-                    (B, H, W, C, kh, kw, ph, pw, dh, dw, Ho, Wo))
+        ctx.meta = (per_sample, bias is not None and bias.dim() == 2, bias is not None, tuple(weight.shape), dims)
         return y
 
     @staticmethod
@@ -156,7 +137,7 @@ class _DepthwiseNHWC(torch.autograd.Function):
             qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
             gx = torch.empty((B, C, H, W), dtype=gy.dtype, memory_format=torch.channels_last)
             lib.hrnext_dw_forward(gy.data_ptr(), flipped.data_ptr(), None, None, gx.data_ptr(),
-                                  _shape(B, Ho, Wo, C, kh, kw, qh, qw, dh, dw, H, W), int(per_sample), 0, 0)
+                                  _shape(B, Ho, Wo, C, kh, kw, qh, qw, dh, dw, H, W), int(per_sample), 0, 0, None)
         if ctx.needs_input_grad[1]:
             chunks = max(1, min(Ho, (torch.get_num_threads() + B - 1) // B))
             part = torch.empty((B, chunks, kh * kw, C), dtype=gy.dtype)
@@ -166,6 +147,27 @@ class _DepthwiseNHWC(torch.autograd.Function):
         if has_bias and ctx.needs_input_grad[2]:
             gb = gy.sum((2, 3)) if bias_per_sample else gy.sum((0, 2, 3))
         return gx, gw, gb, None, None, None, None, None
+
+
+def _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bias, want_mean=False):
+    """The forward C kernel: (y, spatial mean of y (B, C) when `want_mean` else None, x as read,
+    the taps-last weights, the shape tuple)."""
+    lib = _load()
+    B, C, H, W = x.shape
+    kh, kw = weight.shape[-2:]
+    (ph, pw), (dh, dw) = padding, dilation
+    Ho, Wo = H + 2 * ph - dh * (kh - 1), W + 2 * pw - dw * (kw - 1)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    w_taps = _taps_last(weight, B, C, per_sample)
+    b = None if bias is None else bias.contiguous()
+    ib = None if input_bias is None else input_bias.contiguous()
+    y = torch.empty((B, C, Ho, Wo), dtype=x.dtype, memory_format=torch.channels_last)
+    sums = torch.empty((B, lib.hrnext_dw_row_groups(B, Ho), C), dtype=x.dtype) if want_mean else None
+    dims = (B, H, W, C, kh, kw, ph, pw, dh, dw, Ho, Wo)
+    lib.hrnext_dw_forward(xc.data_ptr(), w_taps.data_ptr(), _ptr(b), _ptr(ib), y.data_ptr(), _shape(*dims),
+                          int(per_sample), int(b is not None and b.dim() == 2), int(gelu), _ptr(sums))
+    mean = sums.sum(1).div_(Ho * Wo) if want_mean else None
+    return y, mean, xc, w_taps, dims
 
 
 def _taps_last(weight: torch.Tensor, B: int, C: int, per_sample: bool) -> torch.Tensor:
@@ -209,14 +211,16 @@ def depthwise_conv2d(
     dilation: IntPair = 1,
     gelu: bool = False,
     input_bias: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
+    return_mean: bool = False,
+):
     """Depthwise conv of x (B, C, H, W). weight (C, 1, kh, kw) is shared by the batch, weight
     (B, C, kh, kw) gives each sample its own kernel; bias (C,) or (B, C). Equal to
     ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)`` (per sample: of each sample
     with its kernel), followed by the exact GELU when `gelu` (fused into the kernel when no gradient
     is needed). `input_bias` (B, C), inference only: the conv of ``x + input_bias`` (zero padding of
-    the sum), read by the kernel without being added to x in memory. On float32 CPU tensors the result
-    is channels-last."""
+    the sum), read by the kernel without being added to x in memory. `return_mean`: return
+    (y, spatial mean of y (B, C)); the kernel sums y as it writes it. On float32 CPU tensors the
+    result is channels-last."""
     B, C = x.shape[:2]
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     # (C, 1, kh, kw) is shared; (B, C, kh, kw) per sample (ambiguous only when B == C == 1: equal then)
@@ -225,11 +229,13 @@ def depthwise_conv2d(
     if weight.dim() != 4 or tuple(weight.shape[:2]) != expected:
         raise ValueError(f"depthwise_conv2d: weight {tuple(weight.shape)} is neither ({C}, 1, kh, kw) nor ({B}, {C}, kh, kw)")
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, input_bias))
-    if input_bias is not None and (grad or stride != (1, 1) or not _use_kernels(x, weight)):
+    kernels = stride == (1, 1) and _use_kernels(x, weight)
+    if input_bias is not None and (grad or not kernels):
         x, input_bias = x + input_bias.view(B, C, 1, 1), None
-    if stride == (1, 1) and _use_kernels(x, weight):
-        if not grad:
-            return _DepthwiseNHWC.apply(x, weight, bias, per_sample, padding, dilation, gelu, input_bias)
+    if kernels and not grad:
+        y, mean, *_ = _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bias, return_mean)
+        return (y, mean) if return_mean else y
+    if kernels:
         y = _DepthwiseNHWC.apply(x, weight, bias, per_sample, padding, dilation, False, None)
     elif not per_sample:
         y = F.conv2d(x, weight, bias, stride, padding, dilation, C)
@@ -238,4 +244,6 @@ def depthwise_conv2d(
         b = None if bias is None else bias.expand(B, C).reshape(-1)
         y = F.conv2d(x.reshape(1, B * C, *x.shape[2:]), weight.reshape(B * C, 1, kh, kw), b, stride, padding, dilation, B * C)
         y = y.view(B, C, y.shape[-2], y.shape[-1])
-    return F.gelu(y) if gelu else y
+    if gelu:
+        y = F.gelu(y)
+    return (y, y.mean((2, 3))) if return_mean else y

@@ -104,20 +104,23 @@ class KernelAggregation(FormulationMixin, nn.Module):
 
     def convolve(self, x: torch.Tensor, attention: torch.Tensor, bank: torch.Tensor,
                  bias: Optional[torch.Tensor], fast: bool, gelu: bool = False,
-                 input_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+                 input_bias: Optional[torch.Tensor] = None, return_mean: bool = False):
         """Convolve sample b of `x` with sum_k attention[b, k] * bank[k] (+ bias: (out,) or (B, out)).
 
         fast: a 1x1 conv is a batched matmul (in the memory format of `x`); a depthwise conv runs
         the per-sample kernels directly (`depthwise_conv2d`). Otherwise (the reference) one grouped
         convolution with the batch folded into the groups. `gelu`: the exact GELU of the result
         (fused into the depthwise kernel at inference). `input_bias` (B, C): convolve x + input_bias.
+        `return_mean`: return (y, spatial mean of y (B, out)), from the depthwise kernel's own sums
+        where it runs.
         """
         if export_forms_active():  # static weights, symbolic batch (layers/export_forms.py)
             if input_bias is not None:
                 x = x + input_bias.view(x.shape[0], -1, 1, 1)
             y = dynamic_conv_export(x, attention, bank, bias, self.stride, self.padding, self.dilation,
                                     self.groups)
-            return F.gelu(y) if gelu else y
+            y = F.gelu(y) if gelu else y
+            return (y, spatial_mean(y)) if return_mean else y
         if input_bias is not None and not (fast and self.is_depthwise):
             x = x + input_bias.view(x.shape[0], -1, 1, 1)
         if fast and self.is_depthwise:
@@ -126,9 +129,10 @@ class KernelAggregation(FormulationMixin, nn.Module):
             if bias is not None:
                 bias = bias.expand(B, self.out_channels)
             return depthwise_conv2d(x, kernels, bias, self.stride, self.padding, self.dilation, gelu=gelu,
-                                    input_bias=input_bias)
+                                    input_bias=input_bias, return_mean=return_mean)
         y = self._convolve(x, attention, bank, bias, fast)
-        return F.gelu(y) if gelu else y
+        y = F.gelu(y) if gelu else y
+        return (y, spatial_mean(y)) if return_mean else y
 
     def sample_kernels(self, attention: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
         """Per-sample kernels sum_k attention[b, k] * bank[k], flattened: (B, out * in/groups * k * k)."""
@@ -235,24 +239,27 @@ class DConv(nn.Module):
 
     def apply_folded(self, x: torch.Tensor, f: Dict[str, torch.Tensor], fast: bool = True,
                      gelu: bool = False, pooled: Optional[torch.Tensor] = None,
-                     input_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     input_bias: Optional[torch.Tensor] = None, return_mean: bool = False):
         """The folded conv of x + input_bias (+ GELU when `gelu`); `pooled`: the spatial mean of
-        x + input_bias when the caller has it (the attention's pooling is then skipped)."""
+        x + input_bias when the caller has it (the attention's pooling is then skipped).
+        `return_mean`: return (y, spatial mean of y), for the attention of the next dynamic conv."""
         if self.is_dynamic:
             agg = self.conv.aggregation
             att = KernelAttention.apply_folded(x, f["attention"], pooled)
             bias = f["bias"]
             if "bias_bank" in f:
                 bias = torch.addmm(bias, att, f["bias_bank"])
-            return agg.convolve(x, att, f["bank"], bias, fast, gelu=gelu, input_bias=input_bias)
+            return agg.convolve(x, att, f["bank"], bias, fast, gelu=gelu, input_bias=input_bias,
+                                return_mean=return_mean)
         c = self.conv
         if fast and c.groups == x.shape[1] and c.groups == c.out_channels and c.stride == (1, 1):
             return depthwise_conv2d(x, f["weight"], f["bias"], 1, c.padding, c.dilation, gelu=gelu,
-                                    input_bias=input_bias)
+                                    input_bias=input_bias, return_mean=return_mean)
         if input_bias is not None:
             x = x + input_bias.view(x.shape[0], -1, 1, 1)
         y = F.conv2d(x, f["weight"], f["bias"], c.stride, c.padding, c.dilation, c.groups)
-        return F.gelu(y) if gelu else y
+        y = F.gelu(y) if gelu else y
+        return (y, spatial_mean(y)) if return_mean else y
 
     def apply_folded_unbiased(self, x: torch.Tensor, f: Dict[str, torch.Tensor]
                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
