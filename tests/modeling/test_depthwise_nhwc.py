@@ -130,3 +130,42 @@ def test_kernel_switches_in_a_fresh_process(tmp_path, env, available):
     assert bool(list(cache.glob("depthwise_nhwc_*.so"))) == available
     if "CC" in env:
         assert "HRNeXt CPU depthwise kernels unavailable" in proc.stderr, proc.stderr[-2000:]
+
+
+def _pointwise64(x, k, b):
+    """Per-sample 1x1 conv in float64: x (B, C, H, W), k (B, out, C), b (B, out)."""
+    return torch.einsum("bchw,boc->bohw", x.double(), k.double()) + b.double()[:, :, None, None]
+
+
+@pytest.mark.parametrize("B,C,H,W", [(8, 32, 16, 12), (1, 32, 21, 13), (3, 64, 5, 9), (2, 32, 9, 3), (2, 8, 1, 1)])
+def test_pointwise_depthwise_gelu_matches_float64(B, C, H, W):
+    """The fused 1x1 conv -> 3x3 depthwise conv -> GELU of the dynamic FFN: one sample per task and
+    row groups with halo rows (B=1), maps narrower than a register group, a 1x1 map; and the sums."""
+    g = torch.Generator().manual_seed(B * 31 + H)
+    out = 4 * C
+    x = torch.randn(B, C, H, W, generator=g).contiguous(memory_format=torch.channels_last)
+    k1, b1 = torch.randn(B, out, C, generator=g) / C ** 0.5, torch.randn(B, out, generator=g)
+    k2, b2 = torch.randn(B, out, 3, 3, generator=g) / 3, torch.randn(B, out, generator=g)
+    with torch.no_grad():
+        h, mean = depthwise_nhwc.pointwise_depthwise_gelu(x, k1, b1, k2, b2)
+    hid = _pointwise64(x, k1, b1)
+    want = F.gelu(F.conv2d(hid.reshape(1, B * out, H, W), k2.double().reshape(B * out, 1, 3, 3),
+                           b2.double().reshape(-1), 1, 1, 1, B * out)).view(B, out, H, W)
+    assert h.is_contiguous(memory_format=torch.channels_last)
+    assert ((h.double() - want).abs().max() / want.abs().max()) < 2e-6
+    assert ((mean.double() - want.mean((2, 3))).abs().max() / want.abs().max()) < 2e-6
+
+
+@pytest.mark.parametrize("B,C,H,W,out", [(8, 128, 16, 12, 32), (3, 256, 5, 7, 64), (1, 64, 3, 1, 32)])
+def test_pointwise_residual_matches_float64(B, C, H, W, out):
+    g = torch.Generator().manual_seed(B + C + out)
+    h = torch.randn(B, C, H, W, generator=g).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(B, out, H, W, generator=g).contiguous(memory_format=torch.channels_last)
+    k, b = torch.randn(B, out, C, generator=g) / C ** 0.5, torch.randn(B, out, generator=g)
+    want = x.double() + _pointwise64(h, k, b)
+    with torch.no_grad():
+        got = depthwise_nhwc.pointwise_residual_(x, h, k, b)
+    assert got is x
+    assert ((got.double() - want).abs().max() / want.abs().max()) < 2e-6
+    with pytest.raises(ValueError, match="multiple of 32"):
+        depthwise_nhwc.pointwise_residual_(x.contiguous(), h, k, b)

@@ -32,6 +32,8 @@ from ..layers import (
     get_norm,
     is_foldable_norm,
     norm_scale_shift,
+    pointwise_depthwise_gelu,
+    pointwise_residual_,
     set_formulation,
 )
 from ..layers.export_forms import dilated_depthwise_export, export_forms_active
@@ -39,6 +41,10 @@ from ..layers.export_forms import dilated_depthwise_export, export_forms_active
 __all__ = ["HRNeXt", "build_hrnext_backbone", "HighResolutionContextBlock", "HighResolutionContextModule"]
 
 logger = logging.getLogger(__name__)
+
+# The CPU kernel for a dynamic FFN's last 1x1 conv + residual beats the batched matmul while a
+# sample's kernel (in x out floats) stays small: 128x32 and 256x64 measured faster, 512x128 slower.
+_PW_RESIDUAL_MAX_WEIGHTS = 256 * 64
 
 
 class DynamicLocalPerception(nn.Module):
@@ -200,6 +206,20 @@ class HighResolutionContextBlock(FormulationMixin, FusedInferenceMixin, nn.Modul
         a = F.conv2d(a, *f["pw"])
         x = torch.addcmul(F.conv2d(a.mul_(h), *f["proj2"]), x, f["alpha"])
         m = self.mlp2
+        if fast and m.proj1.is_dynamic and m.dw.is_dynamic and cpu_kernels_usable(x) \
+                and m.proj1.conv.aggregation.out_channels % 32 == 0:
+            # proj1, the depthwise conv and GELU in one CPU kernel: the 4x-wide output of proj1 is
+            # never written; the depthwise attention's pooling comes from proj1's input (linearity),
+            # proj2's from the kernel's own sums of its output.
+            kernels, bias, pooled = m.proj1.folded_pointwise_parts(x, f["m_proj1"])
+            dw_kernels, dw_bias = m.dw.folded_sample_kernels(pooled, f["m_dw"])
+            h, pooled = pointwise_depthwise_gelu(x, kernels, bias, dw_kernels.flatten(1, 2), dw_bias)
+            if m.proj2.is_dynamic and x.shape[1] % 32 == 0 and x.shape[1] * h.shape[1] <= _PW_RESIDUAL_MAX_WEIGHTS \
+                    and x.is_contiguous(memory_format=torch.channels_last):
+                # proj2 and the residual in one pass over h; x is this forward's own tensor
+                kernels, bias = m.proj2.folded_sample_kernels(pooled, f["m_proj2"])
+                return pointwise_residual_(x, h, kernels.flatten(2), bias)
+            return m.proj2.apply_folded(h, f["m_proj2"], fast, pooled=pooled).add_(x)
         if fast and m.proj1.is_dynamic and cpu_kernels_usable(x):
             # The hidden (4x wide) tensor is written once without its bias; the depthwise conv adds
             # the bias as it reads, and its attention's pooling comes from proj1's (linearity).

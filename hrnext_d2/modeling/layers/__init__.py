@@ -3,7 +3,7 @@ drop path, channels-last LayerNorm, the folded inference forms, BatchNorm synchr
 processes, activation checkpointing that keeps BatchNorm statistics, and the compiled CPU kernels."""
 from .activation_checkpoint import checkpoint_keeping_norm_statistics
 from .conv_gelu import conv2d_gelu
-from .depthwise_nhwc import cpu_kernels_available, cpu_kernels_usable, depthwise_conv2d
+from .depthwise_nhwc import cpu_kernels_available, cpu_kernels_usable, depthwise_conv2d, pointwise_depthwise_gelu, pointwise_residual_
 from .dilated_depthwise import dilated_depthwise_conv2d
 from .drop_path import DropPath
 from .dynamic_conv import DConv, DynamicKernelAggregation, KernelAggregation, KernelAttention
@@ -17,6 +17,8 @@ __all__ = [
     "cpu_kernels_available",
     "cpu_kernels_usable",
     "depthwise_conv2d",
+    "pointwise_depthwise_gelu",
+    "pointwise_residual_",
     "checkpoint_keeping_norm_statistics",
     "CPUSyncBatchNorm",
     "get_norm",

@@ -24,7 +24,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-__all__ = ["depthwise_conv2d", "cpu_kernels_available", "cpu_kernels_usable"]
+__all__ = ["depthwise_conv2d", "pointwise_depthwise_gelu", "pointwise_residual_", "cpu_kernels_available", "cpu_kernels_usable"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,10 @@ def _load() -> Optional[ctypes.CDLL]:
         lib.hrnext_dw_forward.argtypes = [p, p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int, p]
         lib.hrnext_dw_row_groups.argtypes = [ctypes.c_int64, ctypes.c_int64]
         lib.hrnext_dw_row_groups.restype = ctypes.c_int64
+        lib.hrnext_pw_dw_gelu.argtypes = [p] * 7 + [ctypes.c_int64] * 6
+        lib.hrnext_pw_dw_gelu.restype = None
+        lib.hrnext_pw_residual.argtypes = [p] * 5 + [ctypes.c_int64] * 5
+        lib.hrnext_pw_residual.restype = None
         lib.hrnext_dw_backward_weight.argtypes = [p, p, p, i64p, ctypes.c_int64]
         lib.hrnext_bn_backward_nhwc.argtypes = [p, p, p, p, p, p, p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
         for fn in (lib.hrnext_dw_forward, lib.hrnext_dw_backward_weight, lib.hrnext_bn_backward_nhwc):
@@ -247,3 +251,50 @@ def depthwise_conv2d(
     if gelu:
         y = F.gelu(y)
     return (y, y.mean((2, 3))) if return_mean else y
+
+
+def pointwise_depthwise_gelu(x: torch.Tensor, pw_kernels: torch.Tensor, pw_bias: torch.Tensor,
+                             dw_kernels: torch.Tensor, dw_bias: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """GELU(3x3 depthwise conv (pad 1) of (1x1 conv of x)), per-sample kernels, inference on the CPU
+    kernels (`cpu_kernels_usable(x)`), and the spatial mean of the result (B, out).
+
+    x (B, C, H, W); pw_kernels (B, out, C) and pw_bias (B, out): the 1x1 conv; dw_kernels (B, out, 3, 3)
+    and dw_bias (B, out): the depthwise conv; out a multiple of 32. The 1x1 conv's output is never
+    written: each task of the kernel keeps its three rows under the 3x3 window in cache. Equal to
+    ``F.gelu(depthwise_conv2d(pointwise(x) + pw_bias, dw_kernels, dw_bias, 1, 1))`` up to float rounding.
+    """
+    lib = _load()
+    B, C, H, W = x.shape
+    out = pw_kernels.shape[1]
+    if out % 32 or tuple(pw_kernels.shape) != (B, out, C) or tuple(dw_kernels.shape) != (B, out, 3, 3):
+        raise ValueError(f"pointwise_depthwise_gelu: kernels {tuple(pw_kernels.shape)}, {tuple(dw_kernels.shape)} "
+                         f"for input {tuple(x.shape)} (out channels a multiple of 32)")
+    xc = x.contiguous(memory_format=torch.channels_last)
+    k1t = pw_kernels.transpose(1, 2).contiguous()
+    b1 = pw_bias.expand(B, out).contiguous()
+    w2 = _taps_last(dw_kernels, B, out, True)
+    b2 = dw_bias.expand(B, out).contiguous()
+    groups = max(1, min(H, -(-2 * torch.get_num_threads() // B)))  # whole samples per task when B allows
+    h = torch.empty((B, out, H, W), dtype=x.dtype, memory_format=torch.channels_last)
+    sums = torch.empty((B, groups, out), dtype=x.dtype)
+    lib.hrnext_pw_dw_gelu(xc.data_ptr(), k1t.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(),
+                          h.data_ptr(), sums.data_ptr(), B, H, W, C, out, groups)
+    return h, sums.sum(1).div_(H * W)
+
+
+def pointwise_residual_(x: torch.Tensor, h: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x += (1x1 conv of h with per-sample kernels (B, out, in)) + bias (B, out), in place, inference
+    on the CPU kernels (`cpu_kernels_usable(h)`, x and h channels-last, out a multiple of 32): the
+    conv and the residual add in one pass. Returns x."""
+    lib = _load()
+    B, C, H, W = h.shape
+    out = kernels.shape[1]
+    if out % 32 or tuple(kernels.shape) != (B, out, C) or tuple(x.shape) != (B, out, H, W) \
+            or not (x.is_contiguous(memory_format=torch.channels_last) and h.is_contiguous(memory_format=torch.channels_last)):
+        raise ValueError(f"pointwise_residual_: kernels {tuple(kernels.shape)}, input {tuple(h.shape)}, "
+                         f"residual {tuple(x.shape)} (channels-last, out channels a multiple of 32)")
+    kt = kernels.transpose(1, 2).contiguous()
+    b = bias.expand(B, out).contiguous()
+    chunks = max(1, -(-4 * torch.get_num_threads() // B))
+    lib.hrnext_pw_residual(h.data_ptr(), kt.data_ptr(), b.data_ptr(), x.data_ptr(), x.data_ptr(), B, H * W, C, out, chunks)
+    return x

@@ -261,25 +261,48 @@ class DConv(nn.Module):
         y = F.gelu(y) if gelu else y
         return (y, spatial_mean(y)) if return_mean else y
 
-    def apply_folded_unbiased(self, x: torch.Tensor, f: Dict[str, torch.Tensor]
-                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A folded dynamic 1x1 conv in three parts: the output without its bias (one matmul, no
-        pass to add the bias), the per-sample bias (B, out), and the spatial mean of the full output
-        (B, out) = kernel @ mean(x) + bias (linearity), so a following conv can take the bias as its
-        `input_bias` and its attention the mean as `pooled`."""
+    def folded_pointwise_parts(self, x: torch.Tensor, f: Dict[str, torch.Tensor]
+                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A folded dynamic 1x1 conv of x as parts, without convolving: the per-sample kernels
+        (B, out, in), the per-sample bias (B, out), and the spatial mean of the output (B, out) =
+        kernel @ mean(x) + bias (linearity), for the attention of a following dynamic conv."""
         agg = self.conv.aggregation
         if not (self.is_dynamic and agg.is_pointwise):
-            raise ValueError("apply_folded_unbiased is for dynamic 1x1 convs")
+            raise ValueError("folded_pointwise_parts is for dynamic 1x1 convs")
         B = x.shape[0]
         pooled_x = spatial_mean(x)
         att = KernelAttention.apply_folded(x, f["attention"], pooled_x)
         bias = f["bias"].expand(B, agg.out_channels)
         if "bias_bank" in f:
             bias = torch.addmm(f["bias"], att, f["bias_bank"])
-        kernels = agg.sample_kernels(att, f["bank"])
-        y = agg._convolve(x, att, f["bank"], None, True, kernels)
-        pooled = torch.baddbmm(bias.unsqueeze(2), kernels.view(B, agg.out_channels, agg.in_channels),
-                               pooled_x.unsqueeze(2)).squeeze(2)
+        kernels = agg.sample_kernels(att, f["bank"]).view(B, agg.out_channels, agg.in_channels)
+        pooled = torch.baddbmm(bias.unsqueeze(2), kernels, pooled_x.unsqueeze(2)).squeeze(2)
+        return kernels, bias, pooled
+
+    def folded_sample_kernels(self, pooled: torch.Tensor, f: Dict[str, torch.Tensor]
+                              ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A folded dynamic conv's per-sample kernels (B, out, in/groups, k, k) and bias (B, out),
+        given the spatial mean of its input (B, in), for the CPU kernels that convolve themselves."""
+        agg = self.conv.aggregation
+        if not self.is_dynamic:
+            raise ValueError("folded_sample_kernels is for dynamic convs")
+        B = pooled.shape[0]
+        att = KernelAttention.apply_folded(None, f["attention"], pooled)
+        kernels = agg.sample_kernels(att, f["bank"]).view(B, *agg.weight.shape[1:])
+        bias = f["bias"]
+        if "bias_bank" in f:
+            bias = torch.addmm(bias, att, f["bias_bank"])
+        return kernels, bias.expand(B, agg.out_channels)
+
+    def apply_folded_unbiased(self, x: torch.Tensor, f: Dict[str, torch.Tensor]
+                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A folded dynamic 1x1 conv in three parts: the output without its bias (one matmul, no
+        pass to add the bias), the per-sample bias (B, out), and the spatial mean of the full output
+        (B, out), so a following conv can take the bias as its `input_bias` and its attention the
+        mean as `pooled`."""
+        kernels, bias, pooled = self.folded_pointwise_parts(x, f)
+        agg = self.conv.aggregation
+        y = agg._convolve(x, None, f["bank"], None, True, kernels.view(x.shape[0], -1))
         return y, bias, pooled
 
 

@@ -17,6 +17,7 @@
  */
 #include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef int64_t i64;
@@ -374,6 +375,197 @@ void hrnext_bn_backward_nhwc(const float *gy, const float *x, const float *mean,
             for (i64 c = 0; c < C; ++c) {
                 const float xh = (xv[c] - mean[c]) * invstd[c];
                 o[c] = (g[c] - m1[c] - xh * m2[c]) * a[c];
+            }
+        }
+    }
+}
+
+/*
+ * The first half of HRNeXt's dynamic FFN at inference, fused: h = GELU(dw3x3(K1 x + b1) + b2), per
+ * sample K1 (1x1, Cin -> Cout), b1, dw3x3 (pad 1) and b2, without writing the 1x1 conv's output: each
+ * task keeps the three rows of it under the 3x3 window in a ring buffer (in L2) and computes one new
+ * row per output row. Also the per-channel sums of h (for the next conv's attention).
+ * Layouts: x (B, H, W, Cin); k1t (B, Cin, Cout) (the 1x1 kernel transposed); b1, b2 (B, Cout);
+ * w2 (B, 9, Cout); h (B, H, W, Cout); sums (B, groups, Cout). Cout % 32 == 0.
+ */
+#define PX 6 /* pixels of a 1x1-conv register block (6 x 32 outputs in 12 vectors) */
+
+static void pointwise_row(const float *xr, const float *kt, const float *bias, float *hr, i64 W, i64 Cin,
+                          i64 Cout) {
+    for (i64 o0 = 0; o0 < Cout; o0 += 2 * VL) {
+        const v16 c0 = ld(bias + o0), c1 = ld(bias + o0 + VL);
+        i64 px = 0;
+        for (; px + PX <= W; px += PX) {
+            v16 a0[PX], a1[PX];
+            for (int p = 0; p < PX; ++p) { a0[p] = c0; a1[p] = c1; }
+            const float *xp = xr + px * Cin;
+            for (i64 c = 0; c < Cin; ++c) {
+                const v16 w0 = ld(kt + c * Cout + o0), w1 = ld(kt + c * Cout + o0 + VL);
+                for (int p = 0; p < PX; ++p) {
+                    const float v = xp[p * Cin + c];
+                    a0[p] += v * w0;
+                    a1[p] += v * w1;
+                }
+            }
+            for (int p = 0; p < PX; ++p) {
+                st(hr + (px + p) * Cout + o0, a0[p]);
+                st(hr + (px + p) * Cout + o0 + VL, a1[p]);
+            }
+        }
+        for (; px < W; ++px) {
+            v16 a0 = c0, a1 = c1;
+            for (i64 c = 0; c < Cin; ++c) {
+                const float v = xr[px * Cin + c];
+                a0 += v * ld(kt + c * Cout + o0);
+                a1 += v * ld(kt + c * Cout + o0 + VL);
+            }
+            st(hr + px * Cout + o0, a0);
+            st(hr + px * Cout + o0 + VL, a1);
+        }
+    }
+}
+
+/* Output pixels [px, px + PBK) of the 3x3 depthwise conv (pad 1) over three rows (NULL: outside the
+ * map), all columns inside the row, + bias, GELU; the values of pixels >= count_from added to *total. */
+static inline void depthwise3_gelu_group(const float *const rows[3], const v16 *wv, v16 bias, float *yrow,
+                                         i64 C, i64 c0, i64 px, i64 count_from, v16 *total) {
+    v16 acc[PBK];
+    for (int p = 0; p < PBK; ++p) acc[p] = bias;
+    for (int i = 0; i < 3; ++i) {
+        if (!rows[i]) continue;
+        const float *r = rows[i] + (px - 1) * C + c0;
+        v16 xv[PBK + 2];
+        for (int q = 0; q < PBK + 2; ++q) xv[q] = ld(r + q * C);
+        for (int j = 0; j < 3; ++j)
+            for (int p = 0; p < PBK; ++p) acc[p] += wv[i * 3 + j] * xv[p + j];
+    }
+    for (int p = 0; p < PBK; ++p) {
+        acc[p] = gelu_v(acc[p]);
+        st(yrow + (px + p) * C + c0, acc[p]);
+        if (px + p >= count_from) *total += acc[p];
+    }
+}
+
+static inline v16 depthwise3_gelu_pixel(const float *const rows[3], const v16 *wv, v16 bias, i64 W, i64 C,
+                                        i64 c0, i64 px) {
+    v16 acc = bias;
+    for (int i = 0; i < 3; ++i) {
+        if (!rows[i]) continue;
+        for (int j = 0; j < 3; ++j) {
+            const i64 iw = px - 1 + j;
+            if (iw >= 0 && iw < W) acc += wv[i * 3 + j] * ld(rows[i] + iw * C + c0);
+        }
+    }
+    return gelu_v(acc);
+}
+
+/* One output row for channels [c0, c0 + VL); adds the written values to *sum. Interior pixels
+ * [1, W - 1) in groups of PBK, the last group overlapping the one before it; the rest one by one. */
+static void depthwise3_gelu_row(const float *const rows[3], const float *wb, const float *bb, float *yrow,
+                                i64 W, i64 C, i64 c0, v16 *sum) {
+    v16 wv[9];
+    for (int q = 0; q < 9; ++q) wv[q] = ld(wb + q * C + c0);
+    const v16 bias = ld(bb + c0);
+    v16 total = {0};
+    i64 px = 1;
+    if (W - 2 >= PBK) {
+        for (; px + PBK + 1 <= W; px += PBK) depthwise3_gelu_group(rows, wv, bias, yrow, C, c0, px, px, &total);
+        if (px < W - 1) depthwise3_gelu_group(rows, wv, bias, yrow, C, c0, W - 1 - PBK, px, &total);
+        px = W - 1;
+    }
+    for (i64 q = 0; q < W; ++q) {
+        if (q >= 1 && q < px) continue; /* done above */
+        const v16 v = depthwise3_gelu_pixel(rows, wv, bias, W, C, c0, q);
+        st(yrow + q * C + c0, v);
+        total += v;
+    }
+    *sum += total;
+}
+
+void hrnext_pw_dw_gelu(const float *x, const float *k1t, const float *b1, const float *w2, const float *b2,
+                       float *h, float *sums, i64 B, i64 H, i64 W, i64 Cin, i64 Cout, i64 groups) {
+    #pragma omp parallel for schedule(static)
+    for (i64 t = 0; t < B * groups; ++t) {
+        const i64 b = t / groups, g = t % groups;
+        const i64 oh0 = g * H / groups, oh1 = (g + 1) * H / groups;
+        const float *xb = x + b * H * W * Cin, *kt = k1t + b * Cin * Cout, *bb1 = b1 + b * Cout;
+        const float *wb = w2 + b * 9 * Cout, *bb2 = b2 + b * Cout;
+        float *hb = h + b * H * W * Cout;
+        float *ring = (float *)malloc(sizeof(float) * 3 * W * Cout);
+        const i64 nb = Cout / VL;
+        v16 acc[nb];
+        for (i64 k = 0; k < nb; ++k) acc[k] = (v16){0};
+        i64 have = oh0 - 2; /* the last 1x1-conv row computed */
+        for (i64 oh = oh0; oh < oh1; ++oh) {
+            i64 r = have + 1 > oh - 1 ? have + 1 : oh - 1;
+            if (r < 0) r = 0;
+            for (; r <= oh + 1 && r < H; ++r) {
+                pointwise_row(xb + r * W * Cin, kt, bb1, ring + (r % 3) * W * Cout, W, Cin, Cout);
+                have = r;
+            }
+            const float *rows[3];
+            for (int i = 0; i < 3; ++i) {
+                const i64 ih = oh - 1 + i;
+                rows[i] = (ih >= 0 && ih < H) ? ring + (ih % 3) * W * Cout : NULL;
+            }
+            for (i64 c0 = 0; c0 < Cout; c0 += VL)
+                depthwise3_gelu_row(rows, wb, bb2, hb + oh * W * Cout, W, Cout, c0, &acc[c0 / VL]);
+        }
+        free(ring);
+        float *ts = sums + t * Cout;
+        for (i64 k = 0; k < nb; ++k) st(ts + k * VL, acc[k]);
+    }
+}
+
+/*
+ * y = x + (per-sample 1x1 conv of h) + bias at inference: the last conv of HRNeXt's dynamic FFN with
+ * the block's residual, in one pass (no separate add over the output).
+ * Layouts: h (B, P, Cin) with P = H * W; kt (B, Cin, Cout) (the kernel transposed); bias (B, Cout);
+ * x, y (B, P, Cout), y may be x. Cout % 32 == 0. Work: tasks of (sample, pixel chunk); a register
+ * block of PX pixels x 32 outputs, the PX input pixels reused from L1 for every 32 outputs.
+ */
+void hrnext_pw_residual(const float *h, const float *kt, const float *bias, const float *x, float *y,
+                        i64 B, i64 P, i64 Cin, i64 Cout, i64 chunks) {
+    #pragma omp parallel for schedule(static)
+    for (i64 t = 0; t < B * chunks; ++t) {
+        const i64 b = t / chunks, k = t % chunks;
+        const i64 p0 = k * P / chunks, p1 = (k + 1) * P / chunks;
+        const float *hb = h + b * P * Cin, *kb = kt + b * Cin * Cout, *bb = bias + b * Cout;
+        const float *xb = x + b * P * Cout;
+        float *yb = y + b * P * Cout;
+        i64 px = p0;
+        for (; px + PX <= p1; px += PX) {
+            const float *hp = hb + px * Cin;
+            for (i64 o0 = 0; o0 < Cout; o0 += 2 * VL) {
+                v16 a0[PX], a1[PX];
+                for (int p = 0; p < PX; ++p) {
+                    a0[p] = ld(bb + o0) + ld(xb + (px + p) * Cout + o0);
+                    a1[p] = ld(bb + o0 + VL) + ld(xb + (px + p) * Cout + o0 + VL);
+                }
+                for (i64 c = 0; c < Cin; ++c) {
+                    const v16 w0 = ld(kb + c * Cout + o0), w1 = ld(kb + c * Cout + o0 + VL);
+                    for (int p = 0; p < PX; ++p) {
+                        const float v = hp[p * Cin + c];
+                        a0[p] += v * w0;
+                        a1[p] += v * w1;
+                    }
+                }
+                for (int p = 0; p < PX; ++p) {
+                    st(yb + (px + p) * Cout + o0, a0[p]);
+                    st(yb + (px + p) * Cout + o0 + VL, a1[p]);
+                }
+            }
+        }
+        for (; px < p1; ++px) {
+            for (i64 o0 = 0; o0 < Cout; o0 += 2 * VL) {
+                v16 a0 = ld(bb + o0) + ld(xb + px * Cout + o0), a1 = ld(bb + o0 + VL) + ld(xb + px * Cout + o0 + VL);
+                for (i64 c = 0; c < Cin; ++c) {
+                    const float v = hb[px * Cin + c];
+                    a0 += v * ld(kb + c * Cout + o0);
+                    a1 += v * ld(kb + c * Cout + o0 + VL);
+                }
+                st(yb + px * Cout + o0, a0);
+                st(yb + px * Cout + o0 + VL, a1);
             }
         }
     }
