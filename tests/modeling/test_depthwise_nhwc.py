@@ -137,17 +137,24 @@ def _pointwise64(x, k, b):
     return torch.einsum("bchw,boc->bohw", x.double(), k.double()) + b.double()[:, :, None, None]
 
 
-@pytest.mark.parametrize("B,C,H,W", [(8, 32, 16, 12), (1, 32, 21, 13), (3, 64, 5, 9), (2, 32, 9, 3), (2, 8, 1, 1)])
-def test_pointwise_depthwise_gelu_matches_float64(B, C, H, W):
-    """The fused 1x1 conv -> 3x3 depthwise conv -> GELU of the dynamic FFN: one sample per task and
-    row groups with halo rows (B=1), maps narrower than a register group, a 1x1 map; and the sums."""
+@pytest.mark.parametrize("B,C,H,W,shared", [(8, 32, 16, 12, False), (1, 32, 21, 13, False), (3, 64, 5, 9, False),
+                                             (2, 32, 9, 3, False), (2, 8, 1, 1, False), (3, 16, 7, 10, True)])
+def test_pointwise_depthwise_gelu_matches_float64(B, C, H, W, shared):
+    """The fused 1x1 conv -> 3x3 depthwise conv -> GELU of the FFN: one sample per task and row groups
+    with halo rows (B=1), maps narrower than a register group, a 1x1 map, kernels shared by the batch
+    (a static FFN); and the sums."""
     g = torch.Generator().manual_seed(B * 31 + H)
     out = 4 * C
     x = torch.randn(B, C, H, W, generator=g).contiguous(memory_format=torch.channels_last)
     k1, b1 = torch.randn(B, out, C, generator=g) / C ** 0.5, torch.randn(B, out, generator=g)
     k2, b2 = torch.randn(B, out, 3, 3, generator=g) / 3, torch.randn(B, out, generator=g)
+    if shared:
+        k1, b1, k2, b2 = k1[:1].expand_as(k1), b1[:1].expand_as(b1), k2[:1].expand_as(k2), b2[:1].expand_as(b2)
     with torch.no_grad():
-        h, mean = depthwise_nhwc.pointwise_depthwise_gelu(x, k1, b1, k2, b2)
+        if shared:
+            h, mean = depthwise_nhwc.pointwise_depthwise_gelu(x, k1[0], b1[0], k2[0], b2[0])
+        else:
+            h, mean = depthwise_nhwc.pointwise_depthwise_gelu(x, k1, b1, k2, b2)
     hid = _pointwise64(x, k1, b1)
     want = F.gelu(F.conv2d(hid.reshape(1, B * out, H, W), k2.double().reshape(B * out, 1, 3, 3),
                            b2.double().reshape(-1), 1, 1, 1, B * out)).view(B, out, H, W)

@@ -91,7 +91,7 @@ def _load() -> Optional[ctypes.CDLL]:
         lib.hrnext_dw_forward.argtypes = [p, p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int, p]
         lib.hrnext_dw_row_groups.argtypes = [ctypes.c_int64, ctypes.c_int64]
         lib.hrnext_dw_row_groups.restype = ctypes.c_int64
-        lib.hrnext_pw_dw_gelu.argtypes = [p] * 7 + [ctypes.c_int64] * 6
+        lib.hrnext_pw_dw_gelu.argtypes = [p] * 7 + [ctypes.c_int64] * 6 + [ctypes.c_int]
         lib.hrnext_pw_dw_gelu.restype = None
         lib.hrnext_pw_residual.argtypes = [p] * 5 + [ctypes.c_int64] * 5
         lib.hrnext_pw_residual.restype = None
@@ -255,30 +255,33 @@ def depthwise_conv2d(
 
 def pointwise_depthwise_gelu(x: torch.Tensor, pw_kernels: torch.Tensor, pw_bias: torch.Tensor,
                              dw_kernels: torch.Tensor, dw_bias: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """GELU(3x3 depthwise conv (pad 1) of (1x1 conv of x)), per-sample kernels, inference on the CPU
-    kernels (`cpu_kernels_usable(x)`), and the spatial mean of the result (B, out).
+    """GELU(3x3 depthwise conv (pad 1) of (1x1 conv of x)), inference on the CPU kernels
+    (`cpu_kernels_usable(x)`), and the spatial mean of the result (B, out).
 
-    x (B, C, H, W); pw_kernels (B, out, C) and pw_bias (B, out): the 1x1 conv; dw_kernels (B, out, 3, 3)
-    and dw_bias (B, out): the depthwise conv; out a multiple of 32. The 1x1 conv's output is never
+    x (B, C, H, W); the 1x1 conv: pw_kernels (B, out, C) per sample or (out, C) shared, pw_bias (B, out)
+    or (out,); the depthwise conv: dw_kernels (B, out, 3, 3) or (out, 3, 3) (per sample when the 1x1
+    kernels are), dw_bias (B, out) or (out,); out a multiple of 32. The 1x1 conv's output is never
     written: each task of the kernel keeps its three rows under the 3x3 window in cache. Equal to
     ``F.gelu(depthwise_conv2d(pointwise(x) + pw_bias, dw_kernels, dw_bias, 1, 1))`` up to float rounding.
     """
     lib = _load()
     B, C, H, W = x.shape
-    out = pw_kernels.shape[1]
-    if out % 32 or tuple(pw_kernels.shape) != (B, out, C) or tuple(dw_kernels.shape) != (B, out, 3, 3):
+    out = pw_kernels.shape[-2]
+    shared = pw_kernels.dim() == 2
+    want_pw, want_dw = ((out, C), (out, 3, 3)) if shared else ((B, out, C), (B, out, 3, 3))
+    if out % 32 or tuple(pw_kernels.shape) != want_pw or tuple(dw_kernels.shape) != want_dw:
         raise ValueError(f"pointwise_depthwise_gelu: kernels {tuple(pw_kernels.shape)}, {tuple(dw_kernels.shape)} "
-                         f"for input {tuple(x.shape)} (out channels a multiple of 32)")
+                         f"for input {tuple(x.shape)}: expected {want_pw}, {want_dw} (out channels a multiple of 32)")
     xc = x.contiguous(memory_format=torch.channels_last)
-    k1t = pw_kernels.transpose(1, 2).contiguous()
+    k1t = pw_kernels.transpose(-1, -2).contiguous()
+    w2 = dw_kernels.reshape(-1, out, 9).transpose(1, 2).contiguous()
     b1 = pw_bias.expand(B, out).contiguous()
-    w2 = _taps_last(dw_kernels, B, out, True)
     b2 = dw_bias.expand(B, out).contiguous()
     groups = max(1, min(H, -(-2 * torch.get_num_threads() // B)))  # whole samples per task when B allows
     h = torch.empty((B, out, H, W), dtype=x.dtype, memory_format=torch.channels_last)
     sums = torch.empty((B, groups, out), dtype=x.dtype)
     lib.hrnext_pw_dw_gelu(xc.data_ptr(), k1t.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(),
-                          h.data_ptr(), sums.data_ptr(), B, H, W, C, out, groups)
+                          h.data_ptr(), sums.data_ptr(), B, H, W, C, out, groups, int(shared))
     return h, sums.sum(1).div_(H * W)
 
 

@@ -386,7 +386,8 @@ void hrnext_bn_backward_nhwc(const float *gy, const float *x, const float *mean,
  * task keeps the three rows of it under the 3x3 window in a ring buffer (in L2) and computes one new
  * row per output row. Also the per-channel sums of h (for the next conv's attention).
  * Layouts: x (B, H, W, Cin); k1t (B, Cin, Cout) (the 1x1 kernel transposed); b1, b2 (B, Cout);
- * w2 (B, 9, Cout); h (B, H, W, Cout); sums (B, groups, Cout). Cout % 32 == 0.
+ * w2 (B, 9, Cout); h (B, H, W, Cout); sums (B, groups, Cout). Cout % 32 == 0. `shared`: k1t and w2
+ * hold one kernel for the whole batch (a static FFN).
  */
 #define PX 6 /* pixels of a 1x1-conv register block (6 x 32 outputs in 12 vectors) */
 
@@ -483,13 +484,13 @@ static void depthwise3_gelu_row(const float *const rows[3], const float *wb, con
 }
 
 void hrnext_pw_dw_gelu(const float *x, const float *k1t, const float *b1, const float *w2, const float *b2,
-                       float *h, float *sums, i64 B, i64 H, i64 W, i64 Cin, i64 Cout, i64 groups) {
+                       float *h, float *sums, i64 B, i64 H, i64 W, i64 Cin, i64 Cout, i64 groups, int shared) {
     #pragma omp parallel for schedule(static)
     for (i64 t = 0; t < B * groups; ++t) {
         const i64 b = t / groups, g = t % groups;
         const i64 oh0 = g * H / groups, oh1 = (g + 1) * H / groups;
-        const float *xb = x + b * H * W * Cin, *kt = k1t + b * Cin * Cout, *bb1 = b1 + b * Cout;
-        const float *wb = w2 + b * 9 * Cout, *bb2 = b2 + b * Cout;
+        const float *xb = x + b * H * W * Cin, *bb1 = b1 + b * Cout, *bb2 = b2 + b * Cout;
+        const float *kt = k1t + (shared ? 0 : b * Cin * Cout), *wb = w2 + (shared ? 0 : b * 9 * Cout);
         float *hb = h + b * H * W * Cout;
         float *ring = (float *)malloc(sizeof(float) * 3 * W * Cout);
         const i64 nb = Cout / VL;
