@@ -391,38 +391,41 @@ void hrnext_bn_backward_nhwc(const float *gy, const float *x, const float *mean,
  */
 #define PX 6 /* pixels of a 1x1-conv register block (6 x 32 outputs in 12 vectors) */
 
+/* n pixels (PX, or 1 for a row's tail) x 32 outputs [o0, o0 + 32) of a 1x1 conv: y[p] = bias (+ res[p])
+ * + sum over c of x[p][c] * kt[c]; x rows Cin apart, res and y rows Cout apart (y may be res). */
+static inline __attribute__((always_inline)) void pointwise_block(
+        const float *xp, i64 Cin, const float *kt, i64 Cout, i64 o0, const float *bias, const float *res,
+        float *yp, const int n) {
+    v16 a0[PX], a1[PX];
+    for (int p = 0; p < n; ++p) {
+        a0[p] = ld(bias + o0);
+        a1[p] = ld(bias + o0 + VL);
+        if (res) {
+            a0[p] += ld(res + p * Cout + o0);
+            a1[p] += ld(res + p * Cout + o0 + VL);
+        }
+    }
+    for (i64 c = 0; c < Cin; ++c) {
+        const v16 w0 = ld(kt + c * Cout + o0), w1 = ld(kt + c * Cout + o0 + VL);
+        for (int p = 0; p < n; ++p) {
+            const float v = xp[p * Cin + c];
+            a0[p] += v * w0;
+            a1[p] += v * w1;
+        }
+    }
+    for (int p = 0; p < n; ++p) {
+        st(yp + p * Cout + o0, a0[p]);
+        st(yp + p * Cout + o0 + VL, a1[p]);
+    }
+}
+
+/* One row of a 1x1 conv: hr (W, Cout) = xr (W, Cin) . kt (Cin, Cout) + bias. */
 static void pointwise_row(const float *xr, const float *kt, const float *bias, float *hr, i64 W, i64 Cin,
                           i64 Cout) {
     for (i64 o0 = 0; o0 < Cout; o0 += 2 * VL) {
-        const v16 c0 = ld(bias + o0), c1 = ld(bias + o0 + VL);
         i64 px = 0;
-        for (; px + PX <= W; px += PX) {
-            v16 a0[PX], a1[PX];
-            for (int p = 0; p < PX; ++p) { a0[p] = c0; a1[p] = c1; }
-            const float *xp = xr + px * Cin;
-            for (i64 c = 0; c < Cin; ++c) {
-                const v16 w0 = ld(kt + c * Cout + o0), w1 = ld(kt + c * Cout + o0 + VL);
-                for (int p = 0; p < PX; ++p) {
-                    const float v = xp[p * Cin + c];
-                    a0[p] += v * w0;
-                    a1[p] += v * w1;
-                }
-            }
-            for (int p = 0; p < PX; ++p) {
-                st(hr + (px + p) * Cout + o0, a0[p]);
-                st(hr + (px + p) * Cout + o0 + VL, a1[p]);
-            }
-        }
-        for (; px < W; ++px) {
-            v16 a0 = c0, a1 = c1;
-            for (i64 c = 0; c < Cin; ++c) {
-                const float v = xr[px * Cin + c];
-                a0 += v * ld(kt + c * Cout + o0);
-                a1 += v * ld(kt + c * Cout + o0 + VL);
-            }
-            st(hr + px * Cout + o0, a0);
-            st(hr + px * Cout + o0 + VL, a1);
-        }
+        for (; px + PX <= W; px += PX) pointwise_block(xr + px * Cin, Cin, kt, Cout, o0, bias, NULL, hr + px * Cout, PX);
+        for (; px < W; ++px) pointwise_block(xr + px * Cin, Cin, kt, Cout, o0, bias, NULL, hr + px * Cout, 1);
     }
 }
 
@@ -535,39 +538,11 @@ void hrnext_pw_residual(const float *h, const float *kt, const float *bias, cons
         const float *xb = x + b * P * Cout;
         float *yb = y + b * P * Cout;
         i64 px = p0;
-        for (; px + PX <= p1; px += PX) {
-            const float *hp = hb + px * Cin;
-            for (i64 o0 = 0; o0 < Cout; o0 += 2 * VL) {
-                v16 a0[PX], a1[PX];
-                for (int p = 0; p < PX; ++p) {
-                    a0[p] = ld(bb + o0) + ld(xb + (px + p) * Cout + o0);
-                    a1[p] = ld(bb + o0 + VL) + ld(xb + (px + p) * Cout + o0 + VL);
-                }
-                for (i64 c = 0; c < Cin; ++c) {
-                    const v16 w0 = ld(kb + c * Cout + o0), w1 = ld(kb + c * Cout + o0 + VL);
-                    for (int p = 0; p < PX; ++p) {
-                        const float v = hp[p * Cin + c];
-                        a0[p] += v * w0;
-                        a1[p] += v * w1;
-                    }
-                }
-                for (int p = 0; p < PX; ++p) {
-                    st(yb + (px + p) * Cout + o0, a0[p]);
-                    st(yb + (px + p) * Cout + o0 + VL, a1[p]);
-                }
-            }
-        }
-        for (; px < p1; ++px) {
-            for (i64 o0 = 0; o0 < Cout; o0 += 2 * VL) {
-                v16 a0 = ld(bb + o0) + ld(xb + px * Cout + o0), a1 = ld(bb + o0 + VL) + ld(xb + px * Cout + o0 + VL);
-                for (i64 c = 0; c < Cin; ++c) {
-                    const float v = hb[px * Cin + c];
-                    a0 += v * ld(kb + c * Cout + o0);
-                    a1 += v * ld(kb + c * Cout + o0 + VL);
-                }
-                st(yb + px * Cout + o0, a0);
-                st(yb + px * Cout + o0 + VL, a1);
-            }
-        }
+        for (; px + PX <= p1; px += PX)
+            for (i64 o0 = 0; o0 < Cout; o0 += 2 * VL)
+                pointwise_block(hb + px * Cin, Cin, kb, Cout, o0, bb, xb + px * Cout, yb + px * Cout, PX);
+        for (; px < p1; ++px)
+            for (i64 o0 = 0; o0 < Cout; o0 += 2 * VL)
+                pointwise_block(hb + px * Cin, Cin, kb, Cout, o0, bb, xb + px * Cout, yb + px * Cout, 1);
     }
 }
