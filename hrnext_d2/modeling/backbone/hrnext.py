@@ -236,14 +236,6 @@ class HighResolutionContextBlock(FormulationMixin, FusedInferenceMixin, nn.Modul
                 kernels, bias = m.proj2.folded_sample_kernels(pooled, f["m_proj2"])
                 return pointwise_residual_(x, h, kernels.flatten(2), bias)
             return m.proj2.apply_folded(h, f["m_proj2"], fast, pooled=pooled).add_(x)
-        if fast and m.proj1.is_dynamic and cpu_kernels_usable(x):
-            # The hidden (4x wide) tensor is written once without its bias; the depthwise conv adds
-            # the bias as it reads, and its attention's pooling comes from proj1's (linearity).
-            # The depthwise kernel also sums its output: proj2's attention pools it without a pass.
-            h, bias, pooled = m.proj1.apply_folded_unbiased(x, f["m_proj1"])
-            h, pooled = m.dw.apply_folded(h, f["m_dw"], fast, gelu=True, pooled=pooled, input_bias=bias,
-                                          return_mean=True)
-            return m.proj2.apply_folded(h, f["m_proj2"], fast, pooled=pooled).add_(x)
         h = m.proj1.apply_folded(x, f["m_proj1"], fast)
         h = m.dw.apply_folded(h, f["m_dw"], fast, gelu=True)
         return m.proj2.apply_folded(h, f["m_proj2"], fast).add_(x)

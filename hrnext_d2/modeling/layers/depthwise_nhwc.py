@@ -88,9 +88,7 @@ def _load() -> Optional[ctypes.CDLL]:
             logger.warning(f"HRNeXt CPU depthwise kernels unavailable ({detail.strip()[:300]}); using PyTorch's path")
             return None
         p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
-        lib.hrnext_dw_forward.argtypes = [p, p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int, p]
-        lib.hrnext_dw_row_groups.argtypes = [ctypes.c_int64, ctypes.c_int64]
-        lib.hrnext_dw_row_groups.restype = ctypes.c_int64
+        lib.hrnext_dw_forward.argtypes = [p, p, p, p, p, i64p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.hrnext_pw_dw_gelu.argtypes = [p] * 7 + [ctypes.c_int64] * 6 + [ctypes.c_int]
         lib.hrnext_pw_dw_gelu.restype = None
         lib.hrnext_pw_residual.argtypes = [p] * 5 + [ctypes.c_int64] * 5
@@ -122,7 +120,7 @@ class _DepthwiseNHWC(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, per_sample, padding, dilation, gelu=False, input_bias=None):
-        y, _, xc, w_taps, dims = _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bias)
+        y, xc, w_taps, dims = _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bias)
         ctx.save_for_backward(xc, w_taps)
         ctx.meta = (per_sample, bias is not None and bias.dim() == 2, bias is not None, tuple(weight.shape), dims)
         return y
@@ -141,7 +139,7 @@ class _DepthwiseNHWC(torch.autograd.Function):
             qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
             gx = torch.empty((B, C, H, W), dtype=gy.dtype, memory_format=torch.channels_last)
             lib.hrnext_dw_forward(gy.data_ptr(), flipped.data_ptr(), None, None, gx.data_ptr(),
-                                  _shape(B, Ho, Wo, C, kh, kw, qh, qw, dh, dw, H, W), int(per_sample), 0, 0, None)
+                                  _shape(B, Ho, Wo, C, kh, kw, qh, qw, dh, dw, H, W), int(per_sample), 0, 0)
         if ctx.needs_input_grad[1]:
             chunks = max(1, min(Ho, (torch.get_num_threads() + B - 1) // B))
             part = torch.empty((B, chunks, kh * kw, C), dtype=gy.dtype)
@@ -153,9 +151,8 @@ class _DepthwiseNHWC(torch.autograd.Function):
         return gx, gw, gb, None, None, None, None, None
 
 
-def _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bias, want_mean=False):
-    """The forward C kernel: (y, spatial mean of y (B, C) when `want_mean` else None, x as read,
-    the taps-last weights, the shape tuple)."""
+def _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bias):
+    """The forward C kernel: (y, x as read, the taps-last weights, the shape tuple)."""
     lib = _load()
     B, C, H, W = x.shape
     kh, kw = weight.shape[-2:]
@@ -166,12 +163,10 @@ def _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bia
     b = None if bias is None else bias.contiguous()
     ib = None if input_bias is None else input_bias.contiguous()
     y = torch.empty((B, C, Ho, Wo), dtype=x.dtype, memory_format=torch.channels_last)
-    sums = torch.empty((B, lib.hrnext_dw_row_groups(B, Ho), C), dtype=x.dtype) if want_mean else None
     dims = (B, H, W, C, kh, kw, ph, pw, dh, dw, Ho, Wo)
     lib.hrnext_dw_forward(xc.data_ptr(), w_taps.data_ptr(), _ptr(b), _ptr(ib), y.data_ptr(), _shape(*dims),
-                          int(per_sample), int(b is not None and b.dim() == 2), int(gelu), _ptr(sums))
-    mean = sums.sum(1).div_(Ho * Wo) if want_mean else None
-    return y, mean, xc, w_taps, dims
+                          int(per_sample), int(b is not None and b.dim() == 2), int(gelu))
+    return y, xc, w_taps, dims
 
 
 def _taps_last(weight: torch.Tensor, B: int, C: int, per_sample: bool) -> torch.Tensor:
@@ -215,15 +210,13 @@ def depthwise_conv2d(
     dilation: IntPair = 1,
     gelu: bool = False,
     input_bias: Optional[torch.Tensor] = None,
-    return_mean: bool = False,
-):
+) -> torch.Tensor:
     """Depthwise conv of x (B, C, H, W). weight (C, 1, kh, kw) is shared by the batch, weight
     (B, C, kh, kw) gives each sample its own kernel; bias (C,) or (B, C). Equal to
     ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)`` (per sample: of each sample
     with its kernel), followed by the exact GELU when `gelu` (fused into the kernel when no gradient
     is needed). `input_bias` (B, C), inference only: the conv of ``x + input_bias`` (zero padding of
-    the sum), read by the kernel without being added to x in memory. `return_mean`: return
-    (y, spatial mean of y (B, C)); the kernel sums y as it writes it. On float32 CPU tensors the
+    the sum), read by the kernel without being added to x in memory. On float32 CPU tensors the
     result is channels-last."""
     B, C = x.shape[:2]
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
@@ -237,8 +230,7 @@ def depthwise_conv2d(
     if input_bias is not None and (grad or not kernels):
         x, input_bias = x + input_bias.view(B, C, 1, 1), None
     if kernels and not grad:
-        y, mean, *_ = _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bias, return_mean)
-        return (y, mean) if return_mean else y
+        return _run_forward(x, weight, bias, per_sample, padding, dilation, gelu, input_bias)[0]
     if kernels:
         y = _DepthwiseNHWC.apply(x, weight, bias, per_sample, padding, dilation, False, None)
     elif not per_sample:
@@ -248,9 +240,7 @@ def depthwise_conv2d(
         b = None if bias is None else bias.expand(B, C).reshape(-1)
         y = F.conv2d(x.reshape(1, B * C, *x.shape[2:]), weight.reshape(B * C, 1, kh, kw), b, stride, padding, dilation, B * C)
         y = y.view(B, C, y.shape[-2], y.shape[-1])
-    if gelu:
-        y = F.gelu(y)
-    return (y, y.mean((2, 3))) if return_mean else y
+    return F.gelu(y) if gelu else y
 
 
 def pointwise_depthwise_gelu(x: torch.Tensor, pw_kernels: torch.Tensor, pw_bias: torch.Tensor,

@@ -103,47 +103,35 @@ class KernelAggregation(FormulationMixin, nn.Module):
         return self.groups == self.in_channels == self.out_channels
 
     def convolve(self, x: torch.Tensor, attention: torch.Tensor, bank: torch.Tensor,
-                 bias: Optional[torch.Tensor], fast: bool, gelu: bool = False,
-                 input_bias: Optional[torch.Tensor] = None, return_mean: bool = False):
+                 bias: Optional[torch.Tensor], fast: bool, gelu: bool = False) -> torch.Tensor:
         """Convolve sample b of `x` with sum_k attention[b, k] * bank[k] (+ bias: (out,) or (B, out)).
 
         fast: a 1x1 conv is a batched matmul (in the memory format of `x`); a depthwise conv runs
         the per-sample kernels directly (`depthwise_conv2d`). Otherwise (the reference) one grouped
         convolution with the batch folded into the groups. `gelu`: the exact GELU of the result
-        (fused into the depthwise kernel at inference). `input_bias` (B, C): convolve x + input_bias.
-        `return_mean`: return (y, spatial mean of y (B, out)), from the depthwise kernel's own sums
-        where it runs.
+        (fused into the depthwise kernel at inference).
         """
         if export_forms_active():  # static weights, symbolic batch (layers/export_forms.py)
-            if input_bias is not None:
-                x = x + input_bias.view(x.shape[0], -1, 1, 1)
             y = dynamic_conv_export(x, attention, bank, bias, self.stride, self.padding, self.dilation,
                                     self.groups)
-            y = F.gelu(y) if gelu else y
-            return (y, spatial_mean(y)) if return_mean else y
-        if input_bias is not None and not (fast and self.is_depthwise):
-            x = x + input_bias.view(x.shape[0], -1, 1, 1)
+            return F.gelu(y) if gelu else y
         if fast and self.is_depthwise:
             B = x.shape[0]
             kernels = self.sample_kernels(attention, bank).view(B, self.out_channels, self.kernel_size, self.kernel_size)
             if bias is not None:
                 bias = bias.expand(B, self.out_channels)
-            return depthwise_conv2d(x, kernels, bias, self.stride, self.padding, self.dilation, gelu=gelu,
-                                    input_bias=input_bias, return_mean=return_mean)
+            return depthwise_conv2d(x, kernels, bias, self.stride, self.padding, self.dilation, gelu=gelu)
         y = self._convolve(x, attention, bank, bias, fast)
-        y = F.gelu(y) if gelu else y
-        return (y, spatial_mean(y)) if return_mean else y
+        return F.gelu(y) if gelu else y
 
     def sample_kernels(self, attention: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
         """Per-sample kernels sum_k attention[b, k] * bank[k], flattened: (B, out * in/groups * k * k)."""
         return torch.mm(attention, bank.reshape(self.num_kernels, -1))
 
     def _convolve(self, x: torch.Tensor, attention: torch.Tensor, bank: torch.Tensor,
-                  bias: Optional[torch.Tensor], fast: bool, kernels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """`kernels`: `sample_kernels(attention, bank)` when the caller has them already."""
+                  bias: Optional[torch.Tensor], fast: bool) -> torch.Tensor:
         B, C, H, W = x.shape
-        if kernels is None:
-            kernels = self.sample_kernels(attention, bank)
+        kernels = self.sample_kernels(attention, bank)
         if fast and self.is_pointwise:
             kernels = kernels.view(B, self.out_channels, self.in_channels)
             if bias is not None:
@@ -238,28 +226,21 @@ class DConv(nn.Module):
         return {"weight": w * s.view(-1, 1, 1, 1), "bias": b}
 
     def apply_folded(self, x: torch.Tensor, f: Dict[str, torch.Tensor], fast: bool = True,
-                     gelu: bool = False, pooled: Optional[torch.Tensor] = None,
-                     input_bias: Optional[torch.Tensor] = None, return_mean: bool = False):
-        """The folded conv of x + input_bias (+ GELU when `gelu`); `pooled`: the spatial mean of
-        x + input_bias when the caller has it (the attention's pooling is then skipped).
-        `return_mean`: return (y, spatial mean of y), for the attention of the next dynamic conv."""
+                     gelu: bool = False, pooled: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The folded conv of x (+ GELU when `gelu`); `pooled`: the spatial mean of x when the caller
+        has it (the attention's pooling is then skipped)."""
         if self.is_dynamic:
             agg = self.conv.aggregation
             att = KernelAttention.apply_folded(x, f["attention"], pooled)
             bias = f["bias"]
             if "bias_bank" in f:
                 bias = torch.addmm(bias, att, f["bias_bank"])
-            return agg.convolve(x, att, f["bank"], bias, fast, gelu=gelu, input_bias=input_bias,
-                                return_mean=return_mean)
+            return agg.convolve(x, att, f["bank"], bias, fast, gelu=gelu)
         c = self.conv
         if fast and c.groups == x.shape[1] and c.groups == c.out_channels and c.stride == (1, 1):
-            return depthwise_conv2d(x, f["weight"], f["bias"], 1, c.padding, c.dilation, gelu=gelu,
-                                    input_bias=input_bias, return_mean=return_mean)
-        if input_bias is not None:
-            x = x + input_bias.view(x.shape[0], -1, 1, 1)
+            return depthwise_conv2d(x, f["weight"], f["bias"], 1, c.padding, c.dilation, gelu=gelu)
         y = F.conv2d(x, f["weight"], f["bias"], c.stride, c.padding, c.dilation, c.groups)
-        y = F.gelu(y) if gelu else y
-        return (y, spatial_mean(y)) if return_mean else y
+        return F.gelu(y) if gelu else y
 
     def folded_pointwise_parts(self, x: torch.Tensor, f: Dict[str, torch.Tensor]
                                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -293,17 +274,6 @@ class DConv(nn.Module):
         if "bias_bank" in f:
             bias = torch.addmm(bias, att, f["bias_bank"])
         return kernels, bias.expand(B, agg.out_channels)
-
-    def apply_folded_unbiased(self, x: torch.Tensor, f: Dict[str, torch.Tensor]
-                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A folded dynamic 1x1 conv in three parts: the output without its bias (one matmul, no
-        pass to add the bias), the per-sample bias (B, out), and the spatial mean of the full output
-        (B, out), so a following conv can take the bias as its `input_bias` and its attention the
-        mean as `pooled`."""
-        kernels, bias, pooled = self.folded_pointwise_parts(x, f)
-        agg = self.conv.aggregation
-        y = agg._convolve(x, None, f["bank"], None, True, kernels.view(x.shape[0], -1))
-        return y, bias, pooled
 
 
 def spatial_mean(x: torch.Tensor) -> torch.Tensor:

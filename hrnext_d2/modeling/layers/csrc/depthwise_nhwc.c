@@ -179,43 +179,25 @@ static void row_scalar(const struct dw_shape *s, const float *xb, const float *w
     }
 }
 
-/* Add the 16-channel block [c0, c0 + VL) of an output row (just written, in cache) to `acc`. */
-static inline void add_row_block(const float *yrow, i64 Wo, i64 C, i64 c0, v16 *acc) {
-    v16 a0 = {0}, a1 = {0};
-    i64 ow = 0;
-    for (; ow + 2 <= Wo; ow += 2) {
-        a0 += ld(yrow + ow * C + c0);
-        a1 += ld(yrow + (ow + 1) * C + c0);
-    }
-    if (ow < Wo) a0 += ld(yrow + ow * C + c0);
-    *acc += a0 + a1;
-}
-
 /* y = conv(x + in_bias, w) + bias (stride 1; zero padding applies to x + in_bias), then GELU when
  * `gelu` is set. in_bias: NULL or (B, C), a per-sample channel offset of the input (the bias of the
- * 1x1 conv that produced x, so that conv's output need not be written with it). sums: NULL or
- * (B, groups, C) with groups = hrnext_dw_row_groups(...): each task's sums of its output rows per
- * channel (the caller adds them up: a spatial mean of y without another pass over it).
+ * 1x1 conv that produced x, so that conv's output need not be written with it).
  * Work: tasks of (sample, group of ROWS output rows). Where the input rows under the kernel are too
  * wide for the L1 cache (e.g. 3 rows of 48 pixels x 128 channels), a task visits its rows once per
  * 16-channel block, so those rows' slices stay in L1 from one output row to the next (20-25% faster
  * there); otherwise row by row, all channels at once. */
 #define ROWS 8
 #define L1_ROWS_BYTES 49152
-i64 hrnext_dw_row_groups(i64 B, i64 Ho) {
-    i64 groups = (Ho + ROWS - 1) / ROWS;
-    const i64 want = (4 * (i64)omp_get_max_threads() + B - 1) / B; /* enough tasks for the threads */
-    if (groups < want) groups = want;
-    if (groups > Ho) groups = Ho;
-    return groups < 1 ? 1 : groups;
-}
-
 void hrnext_dw_forward(const float *x, const float *w, const float *bias, const float *in_bias, float *y,
-                       const i64 *shape, int w_per_sample, int bias_per_sample, int gelu, float *sums) {
+                       const i64 *shape, int w_per_sample, int bias_per_sample, int gelu) {
     struct dw_shape s;
     fill_shape(&s, shape);
     const i64 C = s.C, taps = s.kh * s.kw;
-    const i64 groups = hrnext_dw_row_groups(s.B, s.Ho);
+    i64 groups = (s.Ho + ROWS - 1) / ROWS;
+    const i64 want = (4 * (i64)omp_get_max_threads() + s.B - 1) / s.B; /* enough tasks for the threads */
+    if (groups < want) groups = want;
+    if (groups > s.Ho) groups = s.Ho;
+    if (groups < 1) groups = 1;
     /* the input rows under the kernel too wide for L1: visit the rows once per channel block */
     const int channel_blocks_outer = s.kh * s.W * C * (i64)sizeof(float) > L1_ROWS_BYTES;
     #pragma omp parallel for schedule(static)
@@ -227,39 +209,18 @@ void hrnext_dw_forward(const float *x, const float *w, const float *bias, const 
         const float *ib = in_bias ? in_bias + b * C : NULL;
         const float *xb = x + b * s.H * s.W * C;
         float *yb = y + b * s.Ho * s.Wo * C;
-        float *tsum = sums ? sums + t * C : NULL;
-        if (C % VL == 0) {
-            const i64 nb = C / VL;
-            v16 acc[nb];
-            for (i64 k = 0; k < nb; ++k) acc[k] = (v16){0};
-            if (channel_blocks_outer) {
-                for (i64 c0 = 0; c0 < C; c0 += VL)
-                    for (i64 oh = oh0; oh < oh1; ++oh) {
-                        float *yrow = yb + oh * s.Wo * C;
-                        row_vec(&s, xb, wb, bb, ib, yrow, oh, c0, gelu);
-                        if (tsum) add_row_block(yrow, s.Wo, C, c0, &acc[c0 / VL]);
-                    }
-            } else {
-                for (i64 oh = oh0; oh < oh1; ++oh) {
-                    float *yrow = yb + oh * s.Wo * C;
-                    for (i64 c0 = 0; c0 < C; c0 += VL) {
-                        row_vec(&s, xb, wb, bb, ib, yrow, oh, c0, gelu);
-                        if (tsum) add_row_block(yrow, s.Wo, C, c0, &acc[c0 / VL]);
-                    }
-                }
-            }
-            if (tsum)
-                for (i64 k = 0; k < nb; ++k) st(tsum + k * VL, acc[k]);
+        if (C % VL == 0 && channel_blocks_outer) {
+            for (i64 c0 = 0; c0 < C; c0 += VL)
+                for (i64 oh = oh0; oh < oh1; ++oh) row_vec(&s, xb, wb, bb, ib, yb + oh * s.Wo * C, oh, c0, gelu);
+        } else if (C % VL == 0) {
+            for (i64 oh = oh0; oh < oh1; ++oh)
+                for (i64 c0 = 0; c0 < C; c0 += VL) row_vec(&s, xb, wb, bb, ib, yb + oh * s.Wo * C, oh, c0, gelu);
         } else {
-            if (tsum) memset(tsum, 0, sizeof(float) * C);
             for (i64 oh = oh0; oh < oh1; ++oh) {
                 float *yrow = yb + oh * s.Wo * C;
                 row_scalar(&s, xb, wb, bb, ib, yrow, oh);
                 if (gelu)
                     for (i64 i = 0; i < s.Wo * C; ++i) yrow[i] = gelu_s(yrow[i]);
-                if (tsum)
-                    for (i64 ow = 0; ow < s.Wo; ++ow)
-                        for (i64 c = 0; c < C; ++c) tsum[c] += yrow[ow * C + c];
             }
         }
     }
